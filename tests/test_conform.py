@@ -1,0 +1,559 @@
+"""The canvas and its inverse (wholebrain.conform): geometry, round trips, normalisation."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import asdict, replace
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pytest
+from scipy import ndimage
+
+from wholebrain.conform import (
+    ConformConfig,
+    Conformed,
+    conform,
+    normalise_intensities,
+    robust_intensity_range,
+)
+from wholebrain.io import Volume
+
+SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+SMALL = ConformConfig(canvas_shape_vox=(64, 64, 64))
+
+# --- synthetic heads ---------------------------------------------------------------------------
+
+
+def _affine(
+    spacing_mm: tuple[float, float, float],
+    axes: str = "RAS",
+    angles_deg: tuple[float, float, float] = (0.0, 0.0, 0.0),
+) -> np.ndarray:
+    """Voxel -> RAS affine with voxel axes along ``axes`` (e.g. "LIA"), then rotated."""
+    world = {"R": (0, 1), "L": (0, -1), "A": (1, 1), "P": (1, -1), "S": (2, 1), "I": (2, -1)}
+    linear = np.zeros((3, 3))
+    for column, (code, size) in enumerate(zip(axes, spacing_mm, strict=True)):
+        row, sign = world[code]
+        linear[row, column] = sign * size
+    ax, ay, az = np.deg2rad(angles_deg)
+    rx = np.array([[1, 0, 0], [0, np.cos(ax), -np.sin(ax)], [0, np.sin(ax), np.cos(ax)]])
+    ry = np.array([[np.cos(ay), 0, np.sin(ay)], [0, 1, 0], [-np.sin(ay), 0, np.cos(ay)]])
+    rz = np.array([[np.cos(az), -np.sin(az), 0], [np.sin(az), np.cos(az), 0], [0, 0, 1]])
+    affine = np.eye(4)
+    affine[:3, :3] = rz @ ry @ rx @ linear
+    return affine
+
+
+def _grid(
+    fov_mm: float,
+    spacing_mm: tuple[float, float, float],
+    axes: str = "RAS",
+    angles_deg: tuple[float, float, float] = (0.0, 0.0, 0.0),
+    centre_mm: tuple[float, float, float] = (3.3, -12.6, 20.4),
+) -> tuple[tuple[int, int, int], np.ndarray]:
+    """A grid covering ``fov_mm`` along each axis, centred on ``centre_mm`` (off the origin)."""
+    shape = tuple(round(fov_mm / s) for s in spacing_mm)
+    affine = _affine(spacing_mm, axes, angles_deg)
+    middle = (np.array(shape) - 1) / 2
+    affine[:3, 3] = np.array(centre_mm) - affine[:3, :3] @ middle
+    return (shape[0], shape[1], shape[2]), affine
+
+
+# Blobs: (centre offset from the head centre in mm, semi-axes in mm, label). All >= 8 mm radius,
+# inside a 68x72x44 mm head, which fits a 64 mm canvas with its margins (so it is centred).
+BLOBS = (
+    ((-12.0, 6.0, 4.0), (9.0, 11.0, 9.0), 3),
+    ((12.0, 6.0, 4.0), (9.0, 11.0, 9.0), 42),
+    ((0.0, -14.0, -4.0), (11.0, 8.0, 8.0), 1002),
+    ((0.0, 14.0, -10.0), (9.0, 8.0, 8.0), 7),
+)
+HEAD_SEMI_AXES_MM = (34.0, 36.0, 22.0)
+
+
+def _world(shape: tuple[int, ...], affine: np.ndarray) -> np.ndarray:
+    """(3, X, Y, Z) world coordinates of the voxel centres."""
+    index = np.indices(shape, dtype=np.float64).reshape(3, -1)
+    return (affine[:3, :3] @ index + affine[:3, 3:4]).reshape(3, *shape)
+
+
+def _phantom(
+    shape: tuple[int, int, int], affine: np.ndarray, centre_mm: tuple[float, float, float]
+) -> tuple[np.ndarray, np.ndarray]:
+    """(image float32, labels int32) of a head with labelled blobs, on the given grid."""
+    xyz = _world(shape, affine) - np.array(centre_mm)[:, None, None, None]
+    axes = np.array(HEAD_SEMI_AXES_MM)[:, None, None, None]
+    image = np.where(((xyz / axes) ** 2).sum(0) <= 1, 60.0, 2.0).astype(np.float32)
+    labels = np.zeros(shape, np.int32)
+    for offset, semi_axes, label in BLOBS:
+        d = (xyz - np.array(offset)[:, None, None, None]) / np.array(semi_axes)[:, None, None, None]
+        inside = (d**2).sum(0) <= 1
+        labels[inside] = label
+        image[inside] = 100.0 + label % 17
+    return image, labels
+
+
+def _dice(a: np.ndarray, b: np.ndarray, label: int) -> float:
+    both = np.count_nonzero((a == label) & (b == label))
+    return 2 * both / (np.count_nonzero(a == label) + np.count_nonzero(b == label))
+
+
+def _centroid_mm(labels: np.ndarray, affine: np.ndarray, label: int) -> np.ndarray:
+    index = np.argwhere(labels == label).mean(axis=0)
+    return np.asarray(affine[:3, :3] @ index + affine[:3, 3])
+
+
+CENTRE = (3.3, -12.6, 20.4)
+# name, spacing (mm), axes, rotation (degrees), field of view (mm), exact round trip expected
+CASES = [
+    ("RAS-1mm", (1.0, 1.0, 1.0), "RAS", (0, 0, 0), 96, True),
+    ("LIA-1mm", (1.0, 1.0, 1.0), "LIA", (0, 0, 0), 96, True),
+    ("ASL-1mm", (1.0, 1.0, 1.0), "ASL", (0, 0, 0), 96, True),
+    ("oblique-1mm", (1.0, 1.0, 1.0), "RAS", (17, -9, 21), 96, False),
+    ("oblique-LIA-1mm", (1.0, 1.0, 1.0), "LIA", (-15, 0, 8), 96, False),
+    ("aniso-0.9x0.9x1.5", (0.9, 0.9, 1.5), "PIR", (0, 0, 0), 96, False),
+    ("aniso-oblique", (0.9, 0.9, 1.5), "RAS", (0, 16, 0), 96, False),
+    ("0.7mm", (0.7, 0.7, 0.7), "LPS", (0, 0, 0), 90, False),
+    ("1.5mm", (1.5, 1.5, 1.5), "RAS", (0, 0, 0), 96, False),
+]
+
+
+@pytest.mark.parametrize(
+    ("spacing", "axes", "angles", "fov", "exact"),
+    [case[1:] for case in CASES],
+    ids=[case[0] for case in CASES],
+)
+def test_label_round_trip(
+    spacing: tuple[float, float, float],
+    axes: str,
+    angles: tuple[float, float, float],
+    fov: float,
+    exact: bool,
+) -> None:
+    shape, affine = _grid(fov, spacing, axes, angles, CENTRE)
+    image, labels = _phantom(shape, affine, CENTRE)
+    conformed = conform(Volume(image, affine), SMALL)
+
+    assert nib.aff2axcodes(conformed.canvas_affine) == ("R", "A", "S")
+    np.testing.assert_allclose(np.linalg.norm(conformed.canvas_affine[:3, :3], axis=0), 1.0)
+    assert conformed.image.shape == SMALL.canvas_shape_vox
+    assert conformed.image.dtype == np.float32
+    assert conformed.native_shape == shape
+
+    canvas = conformed.labels_to_canvas(labels)
+    assert canvas.shape == SMALL.canvas_shape_vox and canvas.dtype == np.int32
+    back = conformed.to_native(canvas)
+    assert back.shape == shape and back.dtype == np.int32
+    if exact:
+        np.testing.assert_array_equal(back, labels)
+    for _, _, label in BLOBS:
+        assert _dice(back, labels, label) >= 0.95, label
+        # The blob is where it was in the world, on the canvas and back on the input grid.
+        native_mm = _centroid_mm(labels, affine, label)
+        canvas_mm = _centroid_mm(canvas, conformed.canvas_affine, label)
+        np.testing.assert_allclose(canvas_mm, native_mm, atol=0.3)
+        np.testing.assert_allclose(_centroid_mm(back, affine, label), native_mm, atol=0.3)
+    if all(s == 1.0 for s in spacing):
+        assert np.mean(back == labels) >= 0.99
+
+
+@pytest.mark.parametrize("case", ["oblique-1mm", "aniso-0.9x0.9x1.5", "0.7mm"])
+def test_labels_made_on_the_canvas_land_on_the_input_grid(case: str) -> None:
+    """What a model predicts on the canvas lands where the anatomy is on the input grid."""
+    _, spacing, axes, angles, fov, _ = next(c for c in CASES if c[0] == case)
+    shape, affine = _grid(fov, spacing, axes, angles, CENTRE)
+    image, labels = _phantom(shape, affine, CENTRE)
+    conformed = conform(Volume(image, affine), SMALL)
+    _, on_canvas = _phantom(SMALL.canvas_shape_vox, conformed.canvas_affine, CENTRE)
+    back = conformed.to_native(on_canvas)
+    for _, _, label in BLOBS:
+        assert _dice(back, labels, label) >= 0.95, label
+
+
+def test_to_native_keeps_dtype_and_fills_outside_with_zero() -> None:
+    shape, affine = _grid(120, (1.0, 1.0, 1.0), "LIA", centre_mm=CENTRE)
+    image, _ = _phantom(shape, affine, CENTRE)
+    conformed = conform(Volume(image, affine), SMALL)
+    for dtype in (np.uint8, np.int16, np.int32, np.int64):
+        canvas = np.full(SMALL.canvas_shape_vox, 5, dtype)
+        back = conformed.to_native(canvas)
+        assert back.dtype == dtype and back.shape == shape
+        # The 64 mm canvas covers a 64 mm cube of the 120 mm input: the rest is background.
+        assert np.count_nonzero(back) == 64**3
+        assert set(np.unique(back).tolist()) == {0, 5}
+    assert conformed.to_native(np.ones(SMALL.canvas_shape_vox, bool)).dtype == bool
+
+
+@pytest.mark.parametrize("case", ["LIA-1mm", "oblique-1mm", "aniso-0.9x0.9x1.5"])
+def test_probabilities_round_trip_sum_to_one(case: str) -> None:
+    _, spacing, axes, angles, _, exact = next(c for c in CASES if c[0] == case)
+    shape, affine = _grid(110, spacing, axes, angles, CENTRE)  # larger than the canvas
+    image, labels = _phantom(shape, affine, CENTRE)
+    conformed = conform(Volume(image, affine), SMALL)
+    canvas = conformed.labels_to_canvas(labels)
+    classes = [0, *(label for _, _, label in BLOBS)]
+    onehot = np.stack([canvas == c for c in classes]).astype(np.float32)
+    soft = ndimage.gaussian_filter(onehot, (0, 1.5, 1.5, 1.5))
+    soft /= soft.sum(axis=0, keepdims=True)
+    native = conformed.to_native(soft, kind="probabilities")
+    assert native.shape == (len(classes), *shape) and native.dtype == np.float32
+    np.testing.assert_allclose(native.sum(axis=0), 1.0, atol=1e-5)
+    assert native.min() >= 0
+    corner = native[:, 0, 0, 0]  # far outside the canvas: certainly background
+    np.testing.assert_array_equal(corner, [1, 0, 0, 0, 0])
+    # Interpolating probabilities then taking the argmax ~ taking the argmax, then the labels.
+    argmax = np.asarray(classes)[native.argmax(axis=0)]
+    reference = conformed.to_native(np.asarray(classes, np.int32)[soft.argmax(axis=0)])
+    if exact:
+        np.testing.assert_array_equal(argmax, reference)
+    for label in classes[1:]:
+        assert _dice(argmax, reference, label) >= 0.95
+
+
+def test_axis_aligned_one_mm_is_exact_array_operations() -> None:
+    """FreeSurfer's LIA 256³ (origin off the voxel grid) maps onto the canvas at whole voxels."""
+    shape = (256, 256, 256)
+    affine = np.array(
+        [[-1.0, 0, 0, 127.6], [0, 0, 1.0, -133.48], [0, -1.0, 0, 134.48], [0, 0, 0, 1]]
+    )
+    rng = np.random.default_rng(0)
+    image = np.zeros(shape, np.float32)
+    image[60:200, 50:210, 40:190] = 1 + rng.random((140, 160, 150), dtype=np.float32)  # head
+    conformed = conform(Volume(image, affine))
+    canvas_vox_to_input = np.linalg.solve(affine, conformed.canvas_affine)
+    np.testing.assert_allclose(canvas_vox_to_input, np.round(canvas_vox_to_input), atol=1e-9)
+    labels = rng.integers(0, 120, shape, dtype=np.int32)  # salt and pepper: no interpolation
+    back = conformed.to_native(conformed.labels_to_canvas(labels))
+    region = conformed.to_native(np.ones(ConformConfig().canvas_shape_vox, np.int32)) == 1
+    assert region.sum() == np.prod(ConformConfig().canvas_shape_vox)  # canvas inside the input
+    np.testing.assert_array_equal(back[region], labels[region])
+    assert not back[~region].any()
+    # The canvas image is the input's values, rescaled: nothing interpolated.
+    canvas_vox = rng.integers(0, 192, (3, 1000))
+    input_vox = np.round(canvas_vox_to_input[:3, :3] @ canvas_vox + canvas_vox_to_input[:3, 3:4])
+    expected = normalise_intensities(image, intensity_range=conformed.intensity_range)
+    np.testing.assert_array_equal(
+        conformed.image[tuple(canvas_vox)], expected[tuple(input_vox.astype(int))]
+    )
+
+
+@pytest.mark.parametrize(
+    "angles", [(11.0, 7.0, -13.0), (0.0, 0.0, 0.0)], ids=["general-path", "separable-path"]
+)
+def test_vote_is_argmax_of_linearly_interpolated_one_hot(
+    angles: tuple[float, float, float],
+) -> None:
+    """The label engine equals one-hot + scipy's trilinear + argmax, without the per-label cost."""
+    rng = np.random.default_rng(3)
+    coarse = rng.integers(0, 6, (9, 10, 8))
+    labels = ndimage.zoom(coarse, 4, order=0).astype(np.int32)  # 36x40x32, blocky regions
+    shape, affine = _grid(40, (1.2, 1.1, 1.3), "PIR", angles, (0.0, 0.0, 0.0))
+    native = Volume(rng.random(shape, dtype=np.float32), affine)
+    config = ConformConfig(canvas_shape_vox=(36, 40, 32))
+    conformed = conform(native, config)
+    back = conformed.to_native(labels)
+    # Reference: native voxel -> canvas voxel coordinates, interpolate each one-hot map.
+    coords = np.linalg.solve(conformed.canvas_affine, affine) @ np.vstack(
+        [np.indices(shape).reshape(3, -1), np.ones((1, int(np.prod(shape))))]
+    )
+    scores = np.stack(
+        [
+            ndimage.map_coordinates(
+                (labels == c).astype(float), coords[:3], order=1, mode="grid-constant"
+            )
+            for c in range(6)
+        ]
+    )
+    scores[0] = 1 - scores[1:].sum(axis=0)  # outside the canvas is background
+    reference = scores.argmax(axis=0).reshape(shape)
+    # Exact ties (0.5/0.5 on a half-voxel grid) may break differently: a handful of voxels.
+    assert np.mean(back == reference) > 0.999
+
+
+@pytest.mark.parametrize(
+    ("spacing", "axes", "angles"),
+    [((0.9, 1.1, 1.4), "LIA", (12, -8, 5)), ((0.9, 1.1, 1.4), "LIA", (0, 0, 0))],
+    ids=["oblique", "axis-aligned"],
+)
+def test_image_interpolation_matches_scipy_trilinear(
+    spacing: tuple[float, float, float], axes: str, angles: tuple[float, float, float]
+) -> None:
+    shape, affine = _grid(80, spacing, axes, angles, CENTRE)
+    image, _ = _phantom(shape, affine, CENTRE)
+    noise = np.random.default_rng(5).random(shape, dtype=np.float32)
+    image += ndimage.gaussian_filter(noise, 2) * 20
+    conformed = conform(Volume(image, affine), SMALL)
+    low, high = conformed.intensity_range
+    to_input = np.linalg.solve(affine, conformed.canvas_affine)
+    reference = ndimage.affine_transform(
+        image,
+        to_input[:3, :3],
+        to_input[:3, 3],
+        output_shape=SMALL.canvas_shape_vox,
+        order=1,
+        mode="grid-constant",
+        cval=low,
+    )
+    expected = np.clip((reference - low) / (high - low), 0, 1)
+    np.testing.assert_allclose(conformed.image, expected, atol=1e-4)
+
+
+# --- placement ------------------------------------------------------------------------------
+
+
+def _head_with_neck(spacing_mm: float = 2.0) -> tuple[np.ndarray, np.ndarray, float, float]:
+    """A whole-head phantom with a long neck and shoulders in a 300 mm field of view.
+
+    Returns (image, affine, top of the head S mm, bottom of the brain S mm).
+    """
+    shape, affine = _grid(300, (spacing_mm,) * 3, "LIA", centre_mm=(0.0, 0.0, 0.0))
+    x, y, z = _world(shape, affine)
+    head = (x / 80) ** 2 + (y / 100) ** 2 + ((z - 60) / 95) ** 2 <= 1  # top of head at 155 mm
+    brain = (x / 65) ** 2 + (y / 85) ** 2 + ((z - 75) / 70) ** 2 <= 1  # 5..145 mm
+    neck = (x / 55) ** 2 + (y / 55) ** 2 <= 1
+    neck &= z < 0
+    shoulders = (np.abs(x) < 145) & (np.abs(y) < 70) & (z < -70)
+    image = np.full(shape, 3.0, np.float32)
+    image[head | neck | shoulders] = 50.0
+    image[brain] = 100.0
+    return image, affine, 155.0, 5.0
+
+
+@pytest.mark.slow
+def test_whole_head_with_neck_keeps_the_top_of_the_head() -> None:
+    image, affine, top_mm, brain_bottom_mm = _head_with_neck()
+    conformed = conform(Volume(image, affine))  # default 192x224x224 canvas
+    canvas = conformed.canvas_affine
+    z_range = canvas[2, 3] + np.array([0, ConformConfig().canvas_shape_vox[2] - 1])
+    margin = ConformConfig().head_margin_mm
+    assert top_mm <= z_range[1] <= top_mm + margin + 5  # top of the head kept, neck cut
+    assert z_range[0] < brain_bottom_mm - 30
+    # L-R is centred on the head, not on the shoulders (which are wider than the canvas).
+    assert canvas[0, 3] + (ConformConfig().canvas_shape_vox[0] - 1) / 2 == pytest.approx(0, abs=2)
+    brain = (image == 100).astype(np.int32)
+    assert conformed.labels_to_canvas(brain).sum() * 1.0 == pytest.approx(brain.sum() * 8, rel=0.02)
+
+
+def test_small_head_is_centred_on_its_bounding_box() -> None:
+    shape, affine = _grid(140, (1.0, 1.0, 1.0), "ASL", centre_mm=(0.0, 0.0, 0.0))
+    image, _ = _phantom(shape, affine, CENTRE)
+    config = ConformConfig(canvas_shape_vox=(128, 128, 128))  # the head fits with margins
+    conformed = conform(Volume(image, affine), config)
+    centre = conformed.canvas_affine @ np.array([63.5, 63.5, 63.5, 1.0])
+    np.testing.assert_allclose(centre[:3], CENTRE, atol=2.0)
+
+
+def test_noise_speckles_do_not_move_the_canvas() -> None:
+    shape, affine = _grid(140, (1.0, 1.0, 1.0), "RAS", centre_mm=(0.0, 0.0, 0.0))
+    image, _ = _phantom(shape, affine, CENTRE)
+    clean = conform(Volume(image, affine), SMALL)
+    image[0:4, 0:4, 130:134] = image[133:137, 3:7, 1:5] = 500.0  # bright specks far from the head
+    noisy = conform(Volume(image, affine), SMALL)
+    np.testing.assert_allclose(noisy.canvas_affine, clean.canvas_affine)
+
+
+# --- intensities ----------------------------------------------------------------------------
+
+
+def test_normalisation_maps_background_to_zero_and_tissue_below_one() -> None:
+    shape, affine = _grid(96, (1.0, 1.0, 1.0), "RAS", centre_mm=CENTRE)
+    rng = np.random.default_rng(1)
+    image, labels = _phantom(shape, affine, CENTRE)
+    image += rng.normal(0, 1.0, shape).astype(np.float32)
+    conformed = conform(Volume(image, affine), SMALL)
+    canvas_labels = conformed.labels_to_canvas(labels)
+    assert conformed.image.min() >= 0 and conformed.image.max() <= 1
+    assert conformed.image[0, 0, 0] < 0.05 and conformed.image[-1, -1, -1] < 0.05  # air
+    assert 0.75 <= np.median(conformed.image[canvas_labels == 42]) <= 1.0
+
+
+def test_normalisation_ignores_hot_voxels() -> None:
+    shape, affine = _grid(96, (1.0, 1.0, 1.0), "RAS", centre_mm=CENTRE)
+    image, _ = _phantom(shape, affine, CENTRE)
+    image += np.random.default_rng(2).normal(0, 1.0, shape).astype(np.float32)
+    before = conform(Volume(image, affine), SMALL)
+    hot = np.random.default_rng(3).choice(image.size, image.size // 10_000, replace=False)
+    image.ravel()[hot] *= 100  # 0.01% of the voxels at 100x
+    after = conform(Volume(image, affine), SMALL)
+    assert after.intensity_range == pytest.approx(before.intensity_range, rel=0.02)
+    changed = np.abs(after.image - before.image)
+    assert np.median(changed) < 1e-3 and np.mean(changed > 0.05) < 0.005
+
+
+def test_normalise_intensities_helper() -> None:
+    data = np.concatenate([np.zeros(5000), np.linspace(10, 110, 5000)]).astype(np.float32)
+    low, high = robust_intensity_range(data)
+    assert low == 0 and high == pytest.approx(109, abs=0.5)
+    out = normalise_intensities(data)
+    assert out.dtype == np.float32 and out.min() == 0 and out.max() == 1
+    np.testing.assert_allclose(normalise_intensities(data, intensity_range=(10, 110))[-1], 1)
+    with pytest.raises(ValueError, match="high > low"):
+        normalise_intensities(data, intensity_range=(5, 5))
+
+
+def test_constant_image_maps_to_zero(caplog: pytest.LogCaptureFixture) -> None:
+    volume = Volume(np.full((40, 40, 40), 7.0, np.float32), np.eye(4))
+    conformed = conform(volume, SMALL)
+    assert not conformed.image.any()
+    assert "no contrast" in caplog.text
+
+
+# --- errors and config ------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def small_conformed() -> Conformed:
+    shape, affine = _grid(80, (1.2, 1.2, 1.2), "LIA", centre_mm=CENTRE)
+    image, _ = _phantom(shape, affine, CENTRE)
+    return conform(Volume(image, affine), SMALL)
+
+
+def test_wrong_shapes_and_dtypes_are_refused(small_conformed: Conformed) -> None:
+    conformed = small_conformed
+    native = conformed.native_shape
+    with pytest.raises(ValueError, match=r"to_native: labels must have the canvas shape \(64,"):
+        conformed.to_native(np.zeros(native, np.int32))
+    with pytest.raises(ValueError, match="to_native: labels must be integers, not float32"):
+        conformed.to_native(np.zeros((64, 64, 64), np.float32))
+    with pytest.raises(ValueError, match=r"probabilities must be \(C, \*\(64, 64, 64\)\)"):
+        conformed.to_native(np.zeros((64, 64, 64), np.float32), kind="probabilities")
+    with pytest.raises(ValueError, match="probabilities must be floats, not int32"):
+        conformed.to_native(np.zeros((2, 64, 64, 64), np.int32), kind="probabilities")
+    with pytest.raises(ValueError, match="kind must be 'labels' or 'probabilities'"):
+        conformed.to_native(np.zeros((64, 64, 64), np.int32), kind="soft")  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match=r"labels_to_canvas: labels must have the input shape"):
+        conformed.labels_to_canvas(np.zeros((64, 64, 64), np.int32))
+    with pytest.raises(ValueError, match="labels_to_canvas: labels must be integers"):
+        conformed.labels_to_canvas(np.zeros(native, np.float64))
+
+
+def test_conformed_geometry_is_normalised_and_checked(small_conformed: Conformed) -> None:
+    """A Conformed rebuilt from a cache's JSON (lists) works like the original."""
+    c = small_conformed
+    rebuilt = Conformed(
+        image=c.image,
+        canvas_affine=c.canvas_affine.tolist(),  # type: ignore[arg-type]
+        native_shape=list(c.native_shape),  # type: ignore[arg-type]
+        native_affine=c.native_affine.tolist(),  # type: ignore[arg-type]
+        config=c.config,
+        intensity_range=list(c.intensity_range),  # type: ignore[arg-type]
+    )
+    assert rebuilt.native_shape == c.native_shape
+    labels = np.arange(np.prod(SMALL.canvas_shape_vox), dtype=np.int32).reshape(64, 64, 64)
+    np.testing.assert_array_equal(rebuilt.to_native(labels), c.to_native(labels))
+    with pytest.raises(ValueError, match="native_shape must be 3 integers"):
+        replace(c, native_shape=(4, 4))
+    with pytest.raises(ValueError, match=r"affines must be \(4, 4\), not \(3, 4\)"):
+        replace(c, canvas_affine=c.canvas_affine[:3])
+    with pytest.raises(ValueError, match=r"image must have the canvas shape \(64, 64, 64\)"):
+        replace(c, image=c.image[1:])
+
+
+@pytest.mark.parametrize(
+    ("changes", "match"),
+    [
+        ({"canvas_shape_vox": (64, 64)}, "canvas_shape_vox must be 3 positive integers"),
+        ({"canvas_shape_vox": (64, 0, 64)}, "canvas_shape_vox must be 3 positive integers"),
+        ({"canvas_shape_vox": (64.5, 64, 64)}, "canvas_shape_vox must be 3 positive integers"),
+        ({"spacing_mm": 0.0}, "spacing_mm must be positive"),
+        ({"label_interpolation": "cubic"}, "label_interpolation must be 'vote' or 'nearest'"),
+        ({"low_percentile": 99.5}, "percentiles must satisfy"),
+        ({"high_percentile": 101}, "percentiles must satisfy"),
+        ({"foreground_fraction": 1.0}, "foreground_fraction must be in"),
+        ({"head_margin_mm": -1.0}, "head_margin_mm must be >= 0"),
+        ({"axis_tolerance": 0.5}, "axis_tolerance must be in"),
+    ],
+)
+def test_config_is_validated(changes: dict[str, object], match: str) -> None:
+    with pytest.raises(ValueError, match=match):
+        ConformConfig(**changes)  # type: ignore[arg-type]
+
+
+def test_config_accepts_lists_from_json() -> None:
+    config = ConformConfig(**{**asdict(SMALL), "canvas_shape_vox": [64, 64, 64]})  # type: ignore[arg-type]
+    assert config == SMALL and config.canvas_shape_vox == (64, 64, 64)
+
+
+def test_nearest_labels_option() -> None:
+    shape, affine = _grid(96, (0.9, 0.9, 1.5), "PIR", (0, 0, 0), CENTRE)
+    image, labels = _phantom(shape, affine, CENTRE)
+    config = ConformConfig(canvas_shape_vox=(64, 64, 64), label_interpolation="nearest")
+    conformed = conform(Volume(image, affine), config)
+    back = conformed.to_native(conformed.labels_to_canvas(labels))
+    for _, _, label in BLOBS:
+        assert _dice(back, labels, label) >= 0.93
+
+
+# --- default canvas, 300 mm field of view ------------------------------------------------------
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("oblique", [False, True], ids=["axis", "oblique"])
+def test_default_canvas_300mm_field_of_view(oblique: bool) -> None:
+    angles = (12.0, 0.0, -10.0) if oblique else (0.0, 0.0, 0.0)
+    shape, affine = _grid(300, (2.0, 2.0, 2.0), "LIA", angles, CENTRE)
+    image, labels = _phantom(shape, affine, CENTRE)
+    start = time.perf_counter()
+    conformed = conform(Volume(image, affine))
+    back = conformed.to_native(conformed.labels_to_canvas(labels))
+    assert time.perf_counter() - start < 10  # seconds; ~1 s expected on 2 cores
+    assert conformed.image.shape == (192, 224, 224)
+    assert back.shape == shape
+    for _, _, label in BLOBS:
+        assert _dice(back, labels, label) >= 0.95
+
+
+# --- real data ----------------------------------------------------------------------------------
+
+
+def _shared(relative: str) -> Path:
+    path = SHARED_DATA / relative
+    if not path.exists():
+        pytest.skip(f"needs {path} (the shared data folder is absent)")
+    return path
+
+
+@pytest.mark.shared_data
+def test_mindboggle_labels_round_trip_exactly() -> None:
+    folder = _shared("mindboggle-oasis-trt-20-dev/sub-01")
+    image_file = nib.load(folder / "t1w_brain.nii.gz")
+    labels = np.asarray(nib.load(folder / "labels_dkt31_aseg.nii.gz").dataobj).astype(np.int32)
+    data = np.asarray(image_file.dataobj, dtype=np.float32)
+    conformed = conform(Volume(data, image_file.affine))
+    assert nib.aff2axcodes(image_file.affine) == ("A", "S", "L")
+    canvas = conformed.labels_to_canvas(labels)
+    assert np.count_nonzero(canvas) == np.count_nonzero(labels)  # the whole brain fits
+    np.testing.assert_array_equal(conformed.to_native(canvas), labels)
+    brain = conformed.labels_to_canvas((data > 0).astype(np.int32)).astype(bool)
+    assert np.count_nonzero(brain) == np.count_nonzero(data > 0)
+    white_matter = brain & (canvas == 0)  # Mindboggle leaves white matter unlabelled
+    deep_white_matter = ndimage.binary_erosion(white_matter, iterations=2)
+    assert np.median(conformed.image[deep_white_matter]) >= 0.8
+
+
+@pytest.mark.shared_data
+@pytest.mark.parametrize("name", ["ixi002_t1w.mgz", "brainchop_t1w.nii.gz", "chris_t1w.nii.gz"])
+def test_whole_head_scans_keep_the_brain_in_the_canvas(name: str) -> None:
+    image_file = nib.load(_shared(f"unlabelled-t1w/{name}"))
+    data = np.asarray(image_file.dataobj, dtype=np.float32)
+    conformed = conform(Volume(data, image_file.affine))
+    config = conformed.config
+    # The brain fills the top ~150 mm of a head: every foreground voxel within 160 mm of the
+    # top of the head lies inside the canvas, and the canvas top is just above the head.
+    low, high = conformed.intensity_range
+    step = 2
+    sub = data[::step, ::step, ::step] > low + 0.1 * (high - low)
+    label, _ = ndimage.label(sub)
+    head = label == 1 + np.argmax(np.bincount(label.ravel())[1:])
+    vox = np.argwhere(head) * step
+    world = vox @ image_file.affine[:3, :3].T + image_file.affine[:3, 3]
+    top = world[:, 2].max()
+    upper = world[world[:, 2] > top - 150]
+    canvas_vox = (upper - conformed.canvas_affine[:3, 3]) @ np.linalg.inv(
+        conformed.canvas_affine[:3, :3]
+    ).T
+    shape = np.array(config.canvas_shape_vox)
+    slack = np.array([0.5, 3.0, 0.5])  # a nose tip may poke out at the front; nothing else
+    assert np.all(canvas_vox.min(axis=0) >= -slack)
+    assert np.all(canvas_vox.max(axis=0) <= shape - 1 + slack)

@@ -45,9 +45,11 @@ __all__ = [
     "Protocol",
     "available_protocols",
     "class_matrix",
+    "flip_permutation",
     "get_protocol",
     "map_labels",
     "partial_map",
+    "structure_groups",
 ]
 
 FULL_PROTOCOL = "dkt-aseg"
@@ -466,3 +468,115 @@ def class_matrix(partial: str) -> NDArray[np.float32]:
         InputError: no protocol is called ``partial``.
     """
     return _class_matrix(partial).copy()
+
+
+# Deep grey and subcortical structures of the "subcortical" group of structure_groups(), by
+# label name (each on the left and right): the structures FreeSurfer's aseg segments as
+# subcortical grey matter plus the ventral diencephalon and Mindboggle's basal forebrain.
+# Brain stem, cerebellum, ventricles, CSF, vessels, optic chiasm and white matter are not in it.
+_SUBCORTICAL_STRUCTURES = (
+    "Thalamus",
+    "Caudate",
+    "Putamen",
+    "Pallidum",
+    "Hippocampus",
+    "Amygdala",
+    "Accumbens-area",
+    "VentralDC",
+    "Basal-Forebrain",
+)
+_SUBCORTICAL_NAMES = frozenset(
+    f"{side}-{structure}" for side in ("Left", "Right") for structure in _SUBCORTICAL_STRUCTURES
+)
+
+
+def _is_cortical(name: str) -> bool:
+    return name.startswith(("ctx-lh-", "ctx-rh-")) or name in (
+        "Left-Cerebral-Cortex",
+        "Right-Cerebral-Cortex",
+    )
+
+
+@functools.cache
+def _structure_groups(protocol: str) -> tuple[tuple[str, tuple[int, ...]], ...]:
+    labels = get_protocol(protocol).labels[1:]  # without background (id 0)
+    groups = (
+        ("cortical", tuple(lab.id for lab in labels if _is_cortical(lab.name))),
+        ("subcortical", tuple(lab.id for lab in labels if lab.name in _SUBCORTICAL_NAMES)),
+        ("all", tuple(lab.id for lab in labels)),
+    )
+    return tuple((name, ids) for name, ids in groups if ids)
+
+
+def structure_groups(protocol: str) -> dict[str, tuple[int, ...]]:
+    """Named groups of a protocol's structures, for the group means of evaluation reports.
+
+    Groups are found by label name, so they mean the same thing in every protocol that has
+    them; a group with no member in ``protocol`` is left out:
+
+    - ``"cortical"``: the cortical regions, ``ctx-lh-*``/``ctx-rh-*`` (the 62 DKT31 regions
+      1002-1035/2002-2035 of ``dkt-aseg``), or Left/Right-Cerebral-Cortex 3/42 where the
+      cortex is one label per hemisphere (``aseg``).
+    - ``"subcortical"``: deep grey and subcortical structures, left and right: thalamus,
+      caudate, putamen, pallidum, hippocampus, amygdala, accumbens area, ventral DC and
+      basal forebrain (ids 10, 11, 12, 13, 17, 18, 26, 28, 91 and 49, 50, 51, 52, 53, 54,
+      58, 60, 92: 18 in ``dkt-aseg`` and ``aseg``, 14 in ``first``). Brain stem,
+      cerebellum, ventricles, CSF, vessels, optic chiasm and white matter are not in it.
+    - ``"all"``: every label of the protocol but background (id 0), in every protocol.
+
+    ``tissue`` and ``brain`` have ``"all"`` only.
+
+    Args:
+        protocol: name of a shipped protocol.
+
+    Returns:
+        Group name -> label ids sorted ascending, in the order cortical, subcortical, all
+        (a fresh dict).
+
+    Raises:
+        InputError: no protocol has that name.
+    """
+    return dict(_structure_groups(protocol))
+
+
+# Name prefixes of the two hemispheres' twins: "Left-Putamen" <-> "Right-Putamen",
+# "ctx-lh-insula" <-> "ctx-rh-insula".
+_MIRROR_PREFIXES = (("Left-", "Right-"), ("ctx-lh-", "ctx-rh-"))
+
+
+@functools.cache
+def _flip_permutation(protocol: str) -> NDArray[np.intp]:
+    proto = get_protocol(protocol)
+    index = {name: i for i, name in enumerate(proto.names)}
+    permutation = np.arange(proto.num_classes, dtype=np.intp)
+    for i, name in enumerate(proto.names):
+        for left, right in _MIRROR_PREFIXES:
+            for mine, other in ((left, right), (right, left)):
+                if name.startswith(mine):
+                    twin = other + name.removeprefix(mine)
+                    if twin not in index:
+                        raise ValueError(f"protocol {protocol!r}: {name} has no mirror {twin}")
+                    permutation[i] = index[twin]
+    permutation.setflags(write=False)
+    return permutation
+
+
+def flip_permutation(protocol: str) -> NDArray[np.intp]:
+    """Class index -> class index of its left/right mirror, for left-right flips.
+
+    ``Left-*`` <-> ``Right-*`` and ``ctx-lh-*`` <-> ``ctx-rh-*`` by name; midline and
+    hemisphere-free classes (background, 3rd-Ventricle, Brain-Stem, CSF, the tissue classes)
+    map to themselves. After flipping an image along X (left-right in RAS), its label map of
+    class indices ``c`` becomes ``flip_permutation(protocol)[c]``. The permutation is its own
+    inverse.
+
+    Args:
+        protocol: name of a shipped protocol.
+
+    Returns:
+        (K,) intp, a permutation of 0..K-1 (a fresh array).
+
+    Raises:
+        InputError: no protocol has that name.
+    """
+    return _flip_permutation(protocol).copy()

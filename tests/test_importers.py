@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 
 import nibabel as nib
@@ -340,7 +339,6 @@ def test_mindboggle_sub01_real(shared_data: Path) -> None:
     subject = _shared_subfolder(shared_data, "mindboggle-oasis-trt-20-dev") / "sub-01"
     labels_img = nib.load(subject / "labels_dkt31_aseg.nii.gz")
     brain = np.asarray(nib.load(subject / "t1w_brain.nii.gz").dataobj) > 0
-    start = time.perf_counter()
     out, protocol = import_labels(
         np.asarray(labels_img.dataobj),
         "mindboggle",
@@ -348,7 +346,6 @@ def test_mindboggle_sub01_real(shared_data: Path) -> None:
         spacing_mm=tuple(float(z) for z in labels_img.header.get_zooms()[:3]),
         source="sub-01",
     )
-    seconds = time.perf_counter() - start
     assert protocol == FULL_PROTOCOL
     present = set(np.flatnonzero(np.bincount(out.ravel())).tolist()) | {0}
     assert present <= set(get_protocol(FULL_PROTOCOL).ids.tolist())
@@ -363,7 +360,6 @@ def test_mindboggle_sub01_real(shared_data: Path) -> None:
     assert 200 < volume_ml[2] < 330 and 200 < volume_ml[41] < 330
     assert 40 < volume_ml[8] < 100 and 40 < volume_ml[47] < 100
     assert 0.9 < volume_ml[2] / volume_ml[41] < 1.1
-    assert seconds < 15  # ~1.3 s on 2 cores; generous for loaded CI machines
     # The result is a valid FreeSurfer map: importing it again changes nothing.
     np.testing.assert_array_equal(import_labels(out, "freesurfer-dkt")[0], out)
     np.testing.assert_array_equal(

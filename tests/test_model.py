@@ -33,8 +33,8 @@ def test_heads_share_the_trunk() -> None:
 def test_bad_configurations_and_sizes() -> None:
     with pytest.raises(ValueError, match="at least one head"):
         MultiHeadUNet(TINY, {})
-    with pytest.raises(ValueError, match="at least two levels"):
-        MultiHeadUNet(ModelConfig(filters=(4,)), {"a": 2})
+    with pytest.raises(ValueError, match="at least three levels"):
+        MultiHeadUNet(ModelConfig(filters=(4, 8)), {"a": 2})
     model = MultiHeadUNet(TINY, {"a": 2})
     with pytest.raises(ValueError, match="multiple of 4"):
         model(torch.zeros(1, 1, 10, 8, 8))

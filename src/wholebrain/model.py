@@ -62,8 +62,8 @@ class MultiHeadUNet(nn.Module):
         if not heads:
             raise ValueError("the model needs at least one head, got none")
         levels = len(config.filters)
-        if levels < 2:
-            raise ValueError(f"filters must name at least two levels, not {config.filters}")
+        if levels < 3:  # DynUNet needs at least one level between input and bottleneck
+            raise ValueError(f"filters must name at least three levels, not {config.filters}")
         self.config = config
         self.head_classes = dict(heads)
         trunk = DynUNet(

@@ -24,14 +24,13 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import tomllib
 import types
 import typing
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
-
-import tomllib
 
 from wholebrain.conform import ConformConfig
 from wholebrain.data.augment import AugmentConfig

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 from dataclasses import asdict, replace
 from pathlib import Path
 
@@ -494,10 +493,8 @@ def test_default_canvas_300mm_field_of_view(oblique: bool) -> None:
     angles = (12.0, 0.0, -10.0) if oblique else (0.0, 0.0, 0.0)
     shape, affine = _grid(300, (2.0, 2.0, 2.0), "LIA", angles, CENTRE)
     image, labels = _phantom(shape, affine, CENTRE)
-    start = time.perf_counter()
     conformed = conform(Volume(image, affine))
     back = conformed.to_native(conformed.labels_to_canvas(labels))
-    assert time.perf_counter() - start < 10  # seconds; ~1 s expected on 2 cores
     assert conformed.image.shape == (192, 224, 224)
     assert back.shape == shape
     for _, _, label in BLOBS:

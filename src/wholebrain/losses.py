@@ -40,19 +40,26 @@ def soft_dice_loss(
     Sums run over the batch and space together (batch Dice), which keeps rare
     structures of one patch from dominating; classes absent from both target and
     prediction in the whole batch are left out of the mean rather than counted as 1.
+
+    No one-hot target is built: the intersection of class k is the sum of the
+    probability of the true class over the voxels labelled k (a gather and a per-class
+    sum), which at 99 classes is several times faster than one-hot products.
     """
     num_classes = probabilities.shape[1]
-    valid = _valid_mask(target, ignore_index)
-    safe_target = torch.where(valid.squeeze(1), target, torch.zeros_like(target))
-    one_hot = F.one_hot(safe_target.long(), num_classes).movedim(-1, 1).to(probabilities.dtype)
-    one_hot = one_hot * valid
-    probabilities = probabilities * valid
+    valid = target != ignore_index
+    labels = torch.where(valid, target, torch.zeros_like(target)).long()
+    weight = valid.to(probabilities.dtype)
     dims = (0, *range(2, probabilities.ndim))
-    intersection = (probabilities * one_hot).sum(dims)
-    total = probabilities.sum(dims) + one_hot.sum(dims)
-    dice = (2 * intersection + smooth) / (total + smooth)
-    present = one_hot.sum(dims) > 0
-    present = present | (probabilities.detach().sum(dims) > 0.5)
+    # Sum of p_k over the annotated voxels, per class k.
+    predicted = (probabilities * weight.unsqueeze(1)).sum(dims)
+    true_class_p = probabilities.gather(1, labels.unsqueeze(1)).squeeze(1) * weight
+    intersection = torch.zeros(
+        num_classes, dtype=probabilities.dtype, device=probabilities.device
+    ).index_add(0, labels.reshape(-1), true_class_p.reshape(-1))
+    counts = torch.zeros(num_classes, dtype=probabilities.dtype, device=probabilities.device)
+    counts = counts.index_add(0, labels.reshape(-1), weight.reshape(-1))
+    dice = (2 * intersection + smooth) / (predicted + counts + smooth)
+    present = (counts > 0) | (predicted.detach() > 0.5)
     if not bool(present.any()):
         return probabilities.sum() * 0.0  # nothing annotated: zero loss, zero gradient
     return 1 - dice[present].mean()
@@ -76,8 +83,11 @@ def dice_ce_loss(
     valid = target != ignore_index
     if not bool(valid.any()):
         return logits.sum() * 0.0
-    ce = F.cross_entropy(logits, target.long(), ignore_index=ignore_index)
-    dice = soft_dice_loss(torch.softmax(logits, dim=1), target, ignore_index=ignore_index)
+    # One log-softmax serves both terms; float32 and channels-first whatever the network
+    # produced (bf16 autocast, channels_last), so the class axis reductions stay fast.
+    log_p = F.log_softmax(logits.float().contiguous(), dim=1)
+    ce = F.nll_loss(log_p, target.long(), ignore_index=ignore_index)
+    dice = soft_dice_loss(log_p.exp(), target, ignore_index=ignore_index)
     return ce_weight * ce + dice_weight * dice
 
 
@@ -103,7 +113,7 @@ def marginal_dice_ce_loss(
             f"class_matrix has {class_matrix.shape[1]} full classes, logits have "
             f"{full_logits.shape[1]}"
         )
-    probabilities = torch.softmax(full_logits, dim=1)
+    probabilities = torch.softmax(full_logits.float().contiguous(), dim=1)
     merged = torch.einsum("bk...,ck->bc...", probabilities, class_matrix.to(probabilities))
     _check_target(merged, target, ignore_index)
     valid = target != ignore_index

@@ -111,6 +111,7 @@ class _Run:
     optimizer: torch.optim.Optimizer
     scaler: torch.amp.GradScaler
     autocast: Callable[[], contextlib.AbstractContextManager[object]]
+    memory_format: torch.memory_format  # channels-last under CPU bf16
     feed: Feed
     metrics: Metrics
     bar: Any  # tqdm
@@ -257,11 +258,20 @@ class _Run:
         self.optimizer = make_optimizer(self.model, config.optim)
         amp = amp_dtype(config.amp, dist.device)
         self.scaler = torch.amp.GradScaler("cuda", enabled=amp == torch.float16)
+        device_type = dist.device.type
         self.autocast = (
-            (lambda: torch.autocast("cuda", dtype=amp))
+            (lambda: torch.autocast(device_type, dtype=amp))
             if amp is not None
             else contextlib.nullcontext
         )
+        # oneDNN's bf16 convolutions want channels-last tensors (measured 5.1 vs 5.6 s per
+        # 64³ step channels-first); in fp32 channels-last is slower, so only with CPU bf16.
+        self.memory_format = (
+            torch.channels_last_3d
+            if amp is not None and device_type == "cpu"
+            else torch.contiguous_format
+        )
+        self.model.to(memory_format=self.memory_format)  # type: ignore[call-overload]
         self.done, self.best, seconds = self._restore() if self.state else (0, None, 0.0)
         self.began = time.monotonic() - seconds
         self.resolved = config_to_dict(config)
@@ -297,7 +307,7 @@ class _Run:
         for group in self.optimizer.param_groups:
             group["lr"] = lr
         with self.autocast():
-            logits = self.net(image)
+            logits = self.net(image.contiguous(memory_format=self.memory_format))
         loss, terms = self.strategy.loss(logits, targets, phase)
         self.optimizer.zero_grad(set_to_none=True)
         self.scaler.scale(loss).backward()  # type: ignore[no-untyped-call]

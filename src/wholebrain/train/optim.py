@@ -30,9 +30,16 @@ def learning_rate(optim: OptimConfig, step: int, phase: Phase) -> float:
 
 
 def amp_dtype(mode: str, device: torch.device) -> torch.dtype | None:
-    """The autocast dtype for ``TrainConfig.amp`` on ``device``; None: full precision."""
-    if device.type != "cuda" or mode == "off":
+    """The autocast dtype for ``TrainConfig.amp`` on ``device``; None: full precision.
+
+    On CPU only an explicit ``"bf16"`` turns autocast on: it pays on CPUs with bf16 matrix
+    units (Intel AMX / AVX512-BF16: 1.5x faster steps with channels_last, see
+    benchmarks/train_throughput.py) and is emulated, slowly, elsewhere.
+    """
+    if mode == "off":
         return None
+    if device.type != "cuda":
+        return torch.bfloat16 if mode == "bf16" else None
     if mode == "bf16" or (mode == "auto" and torch.cuda.is_bf16_supported()):
         return torch.bfloat16
     return torch.float16

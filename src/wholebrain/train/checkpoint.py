@@ -42,6 +42,7 @@ __all__ = [
     "FORMAT_VERSION",
     "CheckpointInfo",
     "checkpoint_payload",
+    "export_for_inference",
     "load_checkpoint",
     "read_checkpoint",
     "rng_state",
@@ -169,6 +170,29 @@ def read_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
     return payload
 
 
+def export_for_inference(source: str | Path, target: str | Path, *, force: bool = False) -> Path:
+    """Write a small copy of a checkpoint for segmentation: float16 weights, no optimiser.
+
+    Floating-point weights are stored in half precision (inference runs in bf16/fp16 or
+    converts them back to float32); the optimiser state and RNG states that resuming needs
+    are dropped. Everything :func:`load_checkpoint` reads is kept.
+
+    Raises:
+        InputError: ``source`` is not a readable checkpoint.
+        OutputExistsError: ``target`` exists and ``force`` is False.
+    """
+    payload = read_checkpoint(source)
+    state = payload["model"]["state_dict"]
+    payload["model"]["state_dict"] = {
+        k: v.half() if v.is_floating_point() else v for k, v in state.items()
+    }
+    payload["training"] = {}
+    target = Path(target)
+    with atomic_output(target, force=force) as tmp:
+        torch.save(payload, tmp)
+    return target
+
+
 def load_checkpoint(
     path: str | Path, device: str | torch.device = "cpu"
 ) -> tuple[MultiHeadUNet, CheckpointInfo]:
@@ -182,6 +206,7 @@ def load_checkpoint(
     config = ModelConfig.from_dict(model_part["config"])
     heads = {str(k): int(v) for k, v in model_part["heads"].items()}
     model = MultiHeadUNet(config, heads)
+    # Exported checkpoints hold float16 weights: load_state_dict copies them into float32.
     model.load_state_dict(model_part["state_dict"])
     model.to(device).eval()
     protocols = {

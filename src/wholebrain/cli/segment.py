@@ -1,0 +1,151 @@
+"""``wholebrain segment``: label every structure of T1-weighted scans with a trained model.
+
+    wholebrain segment --example -o out/                  # nilearn's ICBM152 T1, shipped model
+    wholebrain segment sub-01_T1w.nii.gz -o out/
+    wholebrain segment scans/ -o out/ --tta                # a folder of scans
+    wholebrain segment bids_root/ -o derivatives/wholebrain/   # BIDS: mirrors sub-*/ses-*/anat
+    wholebrain segment scans/ -o out/ --shard ${SLURM_ARRAY_TASK_ID}/16 --device cuda
+
+Per scan, in OUTDIR: ``<stem>_desc-wholebrain_dseg.nii.gz`` (labels on the scan's own grid,
+FreeSurfer ids), ``_dseg.tsv`` (label table), ``_volumes.tsv`` (mm³ per structure and
+totals), ``_qc.png`` (three slices with the labels overlaid); ``--posteriors`` adds
+``_probseg.nii.gz``. Scans whose outputs exist are skipped (``--force`` redoes them); a
+failing scan does not stop the others, and the exit status is 1 if any failed (see
+``OUTDIR/wholebrain_segment_summary.tsv``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+
+
+def add_parser(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    parser = subparsers.add_parser(
+        "segment",
+        help="segment T1-weighted scans into ~100 structures (the shipped model by default)",
+        description="Segment T1-weighted scans (skull-stripped or whole-head, any orientation, "
+        "0.7-1.5 mm voxels) into the dkt-aseg structures: 62 DKT cortical regions, white "
+        "matter, subcortical nuclei, ventricles, cerebellum, brain stem.",
+        epilog="INPUT: image files (.nii, .nii.gz, .mgz, .mgh), folders of images, manifest "
+        "CSVs, or BIDS dataset roots (every sub-*/[ses-*/]anat/*_T1w.nii[.gz]; outputs go to "
+        "the same sub-*/[ses-*/]anat/ folders under OUTDIR). <stem> = file name without "
+        "suffix and a trailing _T1w.",
+    )
+    parser.add_argument("inputs", nargs="*", metavar="INPUT", help="scans, folders, BIDS roots")
+    parser.add_argument("-o", "--output", required=True, metavar="OUTDIR", help="output folder")
+    parser.add_argument(
+        "--example",
+        action="store_true",
+        help="segment nilearn's ICBM152 2009a T1 (ships in the nilearn wheel; no download)",
+    )
+    parser.add_argument(
+        "--model", metavar="CHECKPOINT", help="a wholebrain train checkpoint (default: shipped)"
+    )
+    parser.add_argument(
+        "--device", choices=("auto", "cpu", "cuda"), default="auto", help="default: auto"
+    )
+    parser.add_argument(
+        "--tta",
+        action="store_true",
+        help="also segment the left-right mirrored scan and average (2x network time); adds "
+        "a per-structure flip agreement (Dice of the two passes) to the volume table",
+    )
+    parser.add_argument(
+        "--posteriors",
+        action="store_true",
+        help="also write class probabilities (_probseg.nii.gz, uint8 x 1/255, one volume per "
+        "class, on the model's 1 mm canvas: ~1 GB of memory and ~100 MB on disk per scan)",
+    )
+    cohort = parser.add_argument_group("cohort")
+    cohort.add_argument(
+        "--jobs",
+        type=int,
+        default=1,
+        metavar="N",
+        help="scans in parallel (processes, each loading the model once); default 1",
+    )
+    cohort.add_argument(
+        "--shard", metavar="I/N", help="only the I-th of N parts of the inputs (1-based)"
+    )
+    cohort.add_argument("--force", action="store_true", help="redo scans whose outputs exist")
+    # SUPPRESS: without the flag here, `wholebrain --quiet segment ...` keeps its value.
+    parser.add_argument(
+        "--quiet", "-q", action="store_true", default=argparse.SUPPRESS, help="no progress bar"
+    )
+    parser.set_defaults(run=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from functools import partial
+    from pathlib import Path
+
+    from tqdm import tqdm
+
+    from wholebrain.cohort import format_result, parse_shard, run_cohort, summary_path
+    from wholebrain.errors import InputError
+    from wholebrain.segment import run as job
+
+    began = time.perf_counter()
+    inputs = list(args.inputs)
+    if args.example:
+        from wholebrain.examples import icbm152_path
+
+        inputs.append(str(icbm152_path("t1")))
+    if not inputs:
+        raise InputError(
+            "wholebrain segment",
+            "scans to segment",
+            "no INPUT",
+            "name scans, folders or a BIDS root, or use --example",
+        )
+    shard = parse_shard(args.shard) if args.shard else None
+    outdir = Path(args.output)
+    items = job.plan_segment(job.collect_segment_scans(inputs), outdir, posteriors=args.posteriors)
+    options = job.SegmentOptions(model=args.model, device=args.device, tta=args.tta)
+    if args.jobs == 1:  # load (and check) the model once, before the first scan
+        model = job.segmenter(options)
+        info = model.checkpoint
+        print(
+            f"model: {info.path} ({info.full_protocol}, {model.protocol.num_classes - 1} "
+            f"structures, step {info.step}) on {model.device}, loaded in "
+            f"{model.load_seconds:.1f} s"
+        )
+
+    def echo(result: object) -> None:
+        from wholebrain.cohort import ItemResult
+
+        if isinstance(result, ItemResult) and result.status != "skipped":
+            tqdm.write(format_result(result), file=sys.stdout)
+
+    report = run_cohort(
+        items,
+        partial(job.segment_subject, options),
+        summary_path(outdir, "segment", shard),
+        jobs=args.jobs,
+        shard=shard,
+        force=args.force,
+        progress=not args.quiet,
+        description="segment",
+        on_result=echo,
+    )
+    print(f"segmented: {report.describe()} in {time.perf_counter() - began:.1f} s")
+    kinds = "{dseg.nii.gz,dseg.tsv,volumes.tsv,qc.png" + (
+        ",probseg.nii.gz}" if args.posteriors else "}"
+    )
+    done = [r for r in report.succeeded]
+    if len(done) == 1:
+        first = done[0].item.outputs[0]
+        print(f"outputs: {str(first).removesuffix('dseg.nii.gz')}{kinds}")
+    else:
+        print(f"outputs: {outdir}/[sub-*/anat/]<stem>_desc-wholebrain_{kinds}")
+    print(f"summary: {report.summary}")
+    if report.failed:
+        print(
+            f"wholebrain segment: error: {len(report.failed)} of {len(report.results)} scans "
+            f"failed; see {report.summary}",
+            file=sys.stderr,
+        )
+        return 1
+    return 0

@@ -1,0 +1,283 @@
+"""The network on one scan: conform, run the trunk once, read the heads slab by slab, go back.
+
+:class:`Segmenter` loads a checkpoint once and segments any number of volumes. For each:
+
+1. ``conform`` puts the scan on the model's 1 mm RAS canvas (the checkpoint stores it);
+2. the trunk runs once over the whole canvas (one forward pass: far fewer convolutions than
+   overlapping windows) and its ``filters[0]`` feature channels are kept;
+3. each head reads those features in slabs along the first axis, so the 99-channel logits of
+   the full head never exist for the whole canvas at once (99 x 9.6 M float32 voxels would
+   be 3.8 GB); with ``tta`` the trunk also runs on the left-right mirrored canvas and each
+   slab averages the two passes' probabilities (mirrored labels swapped back);
+4. the brain is cleaned (:func:`keep_largest_brain_component`: islands of labels in the
+   skull or the neck of whole-head scans are dropped) and the labels go back to the input's
+   own grid through ``Conformed.to_native``.
+
+On CPUs with bf16 matrix units (Intel AMX / AVX512-BF16) the trunk runs in bfloat16 with
+channels-last tensors, about twice as fast as float32 (benchmarks/segment.py); elsewhere in
+float32. On CUDA it runs in bf16 where supported, else fp16.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from wholebrain.conform import Conformed, conform
+from wholebrain.io import Volume
+from wholebrain.protocols import Protocol, flip_permutation
+from wholebrain.train.checkpoint import CheckpointInfo, load_checkpoint
+
+__all__ = [
+    "DEVICES",
+    "Segmentation",
+    "Segmenter",
+    "keep_largest_brain_component",
+    "resolve_device",
+]
+
+log = logging.getLogger(__name__)
+
+DEVICES = ("auto", "cpu", "cuda")
+_SLAB_VOX = 16  # head slabs along the first canvas axis: 16 x 224 x 224 x 99 float32 = 320 MB
+
+
+def resolve_device(name: str) -> torch.device:
+    """``auto``: the first CUDA GPU if there is one, else the CPU.
+
+    Raises:
+        ValueError: an unknown name, or ``cuda`` on a machine without a usable GPU.
+    """
+    if name not in DEVICES:
+        raise ValueError(f"device must be one of {', '.join(DEVICES)}, not {name!r}")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise ValueError("device 'cuda' asked for, but torch sees no CUDA GPU here")
+    if name == "auto":
+        name = "cuda" if torch.cuda.is_available() else "cpu"
+    return torch.device(name)
+
+
+def _fast_dtype(device: torch.device) -> torch.dtype | None:
+    """The reduced precision worth using on ``device``, None for float32."""
+    if device.type == "cuda":
+        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    if torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported():
+        return torch.bfloat16
+    return None
+
+
+@dataclass(frozen=True, eq=False)
+class Segmentation:
+    """One scan segmented.
+
+    Attributes:
+        labels: label ids of the full protocol on the input's grid, int16 (ids reach 2035).
+        canvas_labels: the same on the canvas, int16.
+        conformed: the scan on the canvas (its image feeds the QC picture).
+        probabilities: with ``posteriors``: (K, X, Y, Z) uint8 class probabilities x 255 on
+            the canvas, class order of the protocol; else None.
+        flip_agreement: with ``tta``: label id -> Dice between the labels of the plain and
+            the mirrored pass (1 = the structure does not depend on the side it is seen
+            from; low values flag uncertain structures); else None.
+        tissue_canvas: class indices of the ``tissue`` head on the canvas (0 background, 1
+            CSF, 2 GM, 3 WM) when the model has that head, else None.
+        seconds: wall time per stage (conform, network, native).
+    """
+
+    labels: np.ndarray
+    canvas_labels: np.ndarray
+    conformed: Conformed
+    probabilities: np.ndarray | None = None
+    flip_agreement: dict[int, float] | None = None
+    tissue_canvas: np.ndarray | None = None
+    seconds: dict[str, float] = field(default_factory=dict)
+
+
+class Segmenter:
+    """A trained model, loaded once, that segments volumes.
+
+    Args:
+        model_path: a checkpoint written by ``wholebrain train`` (``best.pt``/``last.pt``) or
+            the shipped model (None).
+        device: ``auto``, ``cpu`` or ``cuda``.
+        tta: also segment the left-right mirrored scan and average (twice the network time).
+        precision: ``auto`` (bf16/fp16 where the device has fast units for it) or ``float32``.
+
+    Raises:
+        InputError: the checkpoint cannot be read (see ``train.load_checkpoint``).
+        ValueError: a bad device or precision.
+    """
+
+    def __init__(
+        self,
+        model_path: str | Path | None = None,
+        *,
+        device: str = "auto",
+        tta: bool = False,
+        precision: str = "auto",
+    ) -> None:
+        if precision not in ("auto", "float32"):
+            raise ValueError(f"precision must be 'auto' or 'float32', not {precision!r}")
+        if model_path is None:
+            from wholebrain.models import shipped_model_path
+
+            model_path = shipped_model_path()
+        self.device = resolve_device(device)
+        started = time.perf_counter()
+        self.model, self.info = load_checkpoint(model_path, self.device)
+        self.tta = tta
+        self.dtype = _fast_dtype(self.device) if precision == "auto" else None
+        self.channels_last = self.dtype is not None and self.device.type == "cpu"
+        if self.channels_last:  # oneDNN's bf16 convolutions want channels-last tensors
+            self.model.to(memory_format=torch.channels_last_3d)  # type: ignore[call-overload]
+        self.load_seconds = time.perf_counter() - started
+
+    @property
+    def protocol(self) -> Protocol:
+        """The label table of the full head: what :meth:`segment` writes."""
+        return self.info.protocols[self.info.full_protocol]
+
+    @property
+    def checkpoint(self) -> CheckpointInfo:
+        return self.info
+
+    def segment(self, volume: Volume, *, posteriors: bool = False) -> Segmentation:
+        """Segment one loaded scan (see the module docstring for the steps)."""
+        seconds: dict[str, float] = {}
+        started = time.perf_counter()
+        conformed = conform(volume, self.info.conform)
+        seconds["conform"] = time.perf_counter() - started
+
+        started = time.perf_counter()
+        classes, probabilities, agreement, tissue = self._predict(conformed.image, posteriors)
+        protocol = self.protocol
+        canvas_labels = protocol.from_index(classes).astype(np.int16)
+        keep_largest_brain_component(canvas_labels)
+        seconds["network"] = time.perf_counter() - started
+
+        started = time.perf_counter()
+        labels = conformed.to_native(canvas_labels)
+        seconds["native"] = time.perf_counter() - started
+        flip_agreement = None
+        if agreement is not None:
+            flip_agreement = {
+                int(i): float(d) for i, d in zip(protocol.ids, agreement, strict=True)
+            }
+        return Segmentation(
+            labels=labels,
+            canvas_labels=canvas_labels,
+            conformed=conformed,
+            probabilities=probabilities,
+            flip_agreement=flip_agreement,
+            tissue_canvas=tissue,
+            seconds=seconds,
+        )
+
+    # --- the network ---------------------------------------------------------------------
+
+    def _autocast(self) -> contextlib.AbstractContextManager[object]:
+        if self.dtype is None:
+            return contextlib.nullcontext()
+        return torch.autocast(self.device.type, dtype=self.dtype)
+
+    @torch.inference_mode()
+    def _features(self, canvas: np.ndarray, mirrored: bool) -> torch.Tensor:
+        """Trunk features (1, F, X, Y, Z) of the canvas image (mirrored along X if asked)."""
+        image = torch.from_numpy(np.ascontiguousarray(canvas, dtype=np.float32))
+        image = image.to(self.device)[None, None]
+        if mirrored:
+            image = image.flip(2)
+        if self.channels_last:
+            image = image.contiguous(memory_format=torch.channels_last_3d)
+        with self._autocast():
+            features = self.model.features(image)
+        return features.flip(2) if mirrored else features
+
+    @torch.inference_mode()
+    def _predict(
+        self, canvas: np.ndarray, posteriors: bool
+    ) -> tuple[np.ndarray, np.ndarray | None, np.ndarray | None, np.ndarray | None]:
+        """Class indices (uint8), probabilities x 255 (uint8) or None, per-class flip Dice or
+        None, tissue-head classes or None; all on the canvas."""
+        full = self.info.full_protocol
+        num_classes = self.info.heads[full]
+        passes = [self._features(canvas, mirrored=False)]
+        swap = None
+        if self.tta:
+            passes.append(self._features(canvas, mirrored=True))
+            swap = torch.as_tensor(flip_permutation(full), device=self.device)
+        shape = canvas.shape
+        classes = np.empty(shape, np.uint8)
+        probabilities = np.empty((num_classes, *shape), np.uint8) if posteriors else None
+        tissue = np.empty(shape, np.uint8) if "tissue" in self.info.heads else None
+        # Per-class intersection and sizes of the two passes' labels, summed over slabs.
+        overlap = torch.zeros((3, num_classes), dtype=torch.float64, device=self.device)
+        for part in _slabs(shape[0], _SLAB_VOX):
+            per_pass = []
+            for index, features in enumerate(passes):
+                logits = self._head(full, features[:, :, part])
+                if index == 1 and swap is not None:  # mirrored: Left-X is Right-X's channel
+                    logits = logits[:, swap]
+                per_pass.append(torch.softmax(logits, dim=1))
+            mean = per_pass[0] if len(per_pass) == 1 else (per_pass[0] + per_pass[1]) / 2
+            best = mean.argmax(1)[0]
+            classes[part] = best.to(torch.uint8).cpu().numpy()
+            if probabilities is not None:
+                scaled = (mean[0] * 255).round().to(torch.uint8)
+                probabilities[:, part] = scaled.cpu().numpy()
+            if len(per_pass) == 2:
+                a, b = per_pass[0].argmax(1).flatten(), per_pass[1].argmax(1).flatten()
+                ones = torch.ones_like(a, dtype=torch.float64)
+                overlap[0].index_add_(0, a[a == b], ones[a == b])
+                overlap[1].index_add_(0, a, ones)
+                overlap[2].index_add_(0, b, ones)
+            if tissue is not None:
+                tissue_logits = self._head("tissue", passes[0][:, :, part])
+                tissue[part] = tissue_logits.argmax(1)[0].to(torch.uint8).cpu().numpy()
+        agreement = None
+        if self.tta:
+            sizes = overlap[1] + overlap[2]
+            dice = torch.where(sizes > 0, 2 * overlap[0] / sizes.clamp_min(1), torch.nan)
+            agreement = dice.cpu().numpy()
+        return classes, probabilities, agreement, tissue
+
+    def _head(self, name: str, features: torch.Tensor) -> torch.Tensor:
+        """Float32 logits of one head on a slab of trunk features."""
+        head: Callable[[torch.Tensor], torch.Tensor] = self.model.heads[name]
+        with self._autocast():
+            logits = head(features)
+        return logits.float()
+
+
+def _slabs(size: int, step: int) -> Iterator[slice]:
+    for start in range(0, size, step):
+        yield slice(start, min(start + step, size))
+
+
+def keep_largest_brain_component(labels: np.ndarray) -> int:
+    """Zero every labelled voxel outside the largest 26-connected labelled component, in place.
+
+    A brain is one connected piece; labels the network puts in the skull, the eyes or the
+    neck of a whole-head scan are islands apart from it. Returns the voxels removed.
+    """
+    from scipy import ndimage
+
+    brain = labels > 0
+    components, count = ndimage.label(brain, structure=np.ones((3, 3, 3), bool))
+    if count <= 1:
+        return 0
+    sizes = np.bincount(components.ravel())
+    sizes[0] = 0
+    islands = brain & (components != int(sizes.argmax()))
+    removed = int(islands.sum())
+    labels[islands] = 0
+    if removed:
+        log.debug("removed %d labelled voxels in %d islands outside the brain", removed, count - 1)
+    return removed

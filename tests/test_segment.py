@@ -1,0 +1,300 @@
+"""wholebrain.segment: the Segmenter, the volume table, and the segment command.
+
+A tiny random network (filters 4/8/16 on a 4 mm canvas) stands in for a trained model
+wherever the test is about plumbing (grids, files, skipping, failures); the shipped model is
+exercised once, on the README's example.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pytest
+import torch
+
+from conftest import _affine
+from wholebrain.cli import main
+from wholebrain.conform import ConformConfig
+from wholebrain.io import Volume
+from wholebrain.model import ModelConfig, MultiHeadUNet
+from wholebrain.protocols import flip_permutation, get_protocol
+from wholebrain.segment.predict import Segmenter, keep_largest_brain_component, resolve_device
+from wholebrain.segment.run import outputs_for
+from wholebrain.segment.volumes import volume_rows, write_volume_table
+from wholebrain.train.checkpoint import (
+    checkpoint_payload,
+    export_for_inference,
+    load_checkpoint,
+    save_checkpoint,
+)
+
+FULL = "dkt-aseg"
+
+
+@pytest.fixture(scope="module")
+def tiny_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A random 3-level network with the shipped heads on a 48x56x48 canvas of 4 mm."""
+    torch.manual_seed(0)
+    model = MultiHeadUNet(ModelConfig(filters=(4, 8, 16)), {FULL: 99, "tissue": 4, "aseg": 39})
+    payload = checkpoint_payload(
+        model,
+        kind="last",
+        step=7,
+        val_dice=None,
+        conform=ConformConfig(canvas_shape_vox=(48, 56, 48), spacing_mm=4.0),
+        train_config={},
+    )
+    return save_checkpoint(tmp_path_factory.mktemp("model") / "tiny.pt", payload)
+
+
+@pytest.fixture
+def head_scan(
+    phantom: Callable[[str], tuple[np.ndarray, np.ndarray]],
+    write_image: Callable[..., Path],
+) -> Callable[[str], Path]:
+    """Factory: a whole-head phantom saved under ``name`` (LIA, 2.5 mm, as FreeSurfer's)."""
+    data, _ = phantom("head-noise")
+    affine = _affine((2.5, 2.5, 2.5), "LIA", origin_mm=(100, 120, -100))
+    lia = np.ascontiguousarray(np.flip(data, 0).transpose(0, 2, 1)[:, ::-1])
+
+    def write(name: str) -> Path:
+        return write_image(lia, affine, name)
+
+    return write
+
+
+# --- the Segmenter -------------------------------------------------------------------------
+
+
+def test_labels_come_back_on_the_scan_grid(tiny_model: Path, head_scan: Callable) -> None:
+    scan = head_scan("sub-01_T1w.nii.gz")
+    image = nib.load(scan)
+    volume = Volume(np.asanyarray(image.dataobj).astype(np.float32), image.affine, image.header)
+    result = Segmenter(tiny_model, device="cpu").segment(volume)
+    assert result.labels.shape == image.shape
+    assert result.labels.dtype == np.int16
+    assert set(np.unique(result.labels)) <= set(get_protocol(FULL).ids.tolist())
+    assert result.canvas_labels.shape == (48, 56, 48)
+    assert result.flip_agreement is None and result.probabilities is None
+    assert result.tissue_canvas is not None and result.tissue_canvas.max() <= 3
+    assert set(result.seconds) == {"conform", "network", "native"}
+
+
+def test_float32_and_fast_precision_agree_on_most_voxels(tiny_model: Path) -> None:
+    canvas = np.random.default_rng(0).random((48, 56, 48), dtype=np.float32)
+    fast = Segmenter(tiny_model, device="cpu")._predict(canvas, False)[0]
+    exact = Segmenter(tiny_model, device="cpu", precision="float32")._predict(canvas, False)[0]
+    # bf16 rounds logits to ~3 significant digits: only near-ties may flip.
+    assert (fast == exact).mean() > 0.9
+
+
+def test_flip_tta_is_exactly_mirror_equivariant(tiny_model: Path) -> None:
+    # TTA averages p(x) with the mirrored pass mirrored back (left/right labels swapped),
+    # so segmenting the mirrored canvas must give the mirrored, side-swapped labels.
+    segmenter = Segmenter(tiny_model, device="cpu", tta=True, precision="float32")
+    canvas = np.random.default_rng(1).random((48, 56, 48), dtype=np.float32)
+    classes, _, agreement, _ = segmenter._predict(canvas, False)
+    mirrored, _, _, _ = segmenter._predict(np.ascontiguousarray(canvas[::-1]), False)
+    swapped = flip_permutation(FULL)[classes[::-1]]
+    assert (mirrored == swapped).mean() > 0.999  # float sums in another order: rare ties
+    assert agreement is not None and agreement.shape == (99,)
+    finite = agreement[np.isfinite(agreement)]
+    assert finite.size and ((finite >= 0) & (finite <= 1)).all()
+
+
+def test_posteriors_are_probabilities_on_the_canvas(tiny_model: Path) -> None:
+    canvas = np.random.default_rng(2).random((48, 56, 48), dtype=np.float32)
+    classes, probabilities, _, _ = Segmenter(tiny_model, device="cpu")._predict(canvas, True)
+    assert probabilities is not None and probabilities.shape == (99, 48, 56, 48)
+    total = probabilities.sum(0, dtype=np.int64)
+    assert np.abs(total - 255).max() <= 99 // 2 + 1  # each class rounded to 1/255
+    # The label is the most probable class, up to the rounding to 1/255.
+    chosen = np.take_along_axis(probabilities, classes[None].astype(np.intp), 0)[0]
+    assert (chosen.astype(int) >= probabilities.max(0).astype(int) - 1).all()
+
+
+def test_keep_largest_brain_component_drops_islands() -> None:
+    labels = np.zeros((20, 20, 20), np.int16)
+    labels[2:12, 2:12, 2:12] = 17
+    labels[5:7, 5:7, 5:7] = 2035  # inside: kept
+    labels[16:18, 16:18, 16:18] = 53  # an island in the "skull"
+    removed = keep_largest_brain_component(labels)
+    assert removed == 8
+    assert labels[16:18, 16:18, 16:18].max() == 0
+    assert (labels[5:7, 5:7, 5:7] == 2035).all()
+    assert keep_largest_brain_component(np.zeros((4, 4, 4), np.int16)) == 0
+
+
+def test_device_names_are_checked() -> None:
+    assert resolve_device("cpu").type == "cpu"
+    with pytest.raises(ValueError, match="device must be one of"):
+        resolve_device("tpu")
+    if not torch.cuda.is_available():
+        with pytest.raises(ValueError, match="no CUDA GPU"):
+            resolve_device("cuda")
+
+
+def test_precision_is_checked(tiny_model: Path) -> None:
+    with pytest.raises(ValueError, match="precision must be"):
+        Segmenter(tiny_model, precision="int8")
+
+
+def test_exported_checkpoint_is_smaller_and_predicts_the_same(
+    tiny_model: Path, tmp_path: Path
+) -> None:
+    small = export_for_inference(tiny_model, tmp_path / "small.pt")
+    _, info = load_checkpoint(small)
+    assert info.step == 7 and info.full_protocol == FULL
+    canvas = np.random.default_rng(3).random((48, 56, 48), dtype=np.float32)
+    a = Segmenter(tiny_model, device="cpu", precision="float32")._predict(canvas, False)[0]
+    b = Segmenter(small, device="cpu", precision="float32")._predict(canvas, False)[0]
+    assert (a == b).mean() > 0.99  # float16 weights
+    from wholebrain.errors import OutputExistsError
+
+    with pytest.raises(OutputExistsError):
+        export_for_inference(tiny_model, small)
+
+
+# --- the volume table ----------------------------------------------------------------------
+
+
+def test_volume_rows_count_every_structure_and_consistent_totals(tmp_path: Path) -> None:
+    protocol = get_protocol(FULL)
+    labels = np.zeros((10, 10, 10), np.int16)
+    labels[:2] = 2  # Left-Cerebral-White-Matter: 200 voxels
+    labels[2:3] = 1035  # ctx-lh-insula: 100
+    labels[3:4, :5] = 4  # Left-Lateral-Ventricle: 50
+    labels[4:5, :1] = 17  # Left-Hippocampus: 10
+    rows = volume_rows(labels, 2.0, protocol, extra_csf_mm3=30.0)
+    by_name = {r.name: r.volume_mm3 for r in rows}
+    assert len(rows) == protocol.num_classes - 1 + 5
+    assert by_name["Left-Cerebral-White-Matter"] == 400.0
+    assert by_name["ctx-lh-insula"] == 200.0
+    assert by_name["Right-Putamen"] == 0.0
+    assert by_name["Total-White-Matter"] == 400.0
+    assert by_name["Total-Grey-Matter"] == 220.0  # cortex + hippocampus
+    assert by_name["Total-CSF"] == 100.0
+    assert by_name["Total-Brain"] == 720.0
+    assert by_name["Intracranial-Volume"] == 750.0
+    path = write_volume_table(tmp_path / "v.tsv", rows)
+    lines = path.read_text().splitlines()
+    assert lines[0].split("\t") == ["index", "name", "volume_mm3", "flip_agreement", "source"]
+    assert lines[1].startswith("2\tLeft-Cerebral-White-Matter\t400.0\tn/a")
+
+
+def test_volume_rows_refuse_ids_outside_the_protocol() -> None:
+    labels = np.full((4, 4, 4), 9999, np.int16)
+    with pytest.raises(Exception, match="9999"):
+        volume_rows(labels, 1.0, get_protocol(FULL))
+
+
+# --- the command ---------------------------------------------------------------------------
+
+
+def _run(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:
+    code = main(["segment", "--quiet", *args])
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def test_segment_writes_the_four_files_on_the_input_grid_and_skips_when_done(
+    tiny_model: Path,
+    head_scan: Callable,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    scan = head_scan("scans/sub-01_T1w.nii.gz")
+    out = tmp_path / "out"
+    code, stdout, _ = _run(capsys, str(scan), "-o", str(out), "--model", str(tiny_model), "--tta")
+    assert code == 0, stdout
+    dseg, table, volumes, qc = outputs_for(out, "sub-01")
+    for path in (dseg, table, volumes, qc):
+        assert path.is_file(), path
+    written, original = nib.load(dseg), nib.load(scan)
+    assert written.shape == original.shape
+    np.testing.assert_allclose(written.affine, original.affine, atol=1e-5)
+    assert np.issubdtype(written.get_data_dtype(), np.integer)
+    assert table.read_text().startswith("index\tname\tcolor\n0\tUnknown\t#000000\n")
+    assert "flip_agreement" in volumes.read_text().splitlines()[0]
+    assert qc.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert "1 done" in stdout and "sub-01_desc-wholebrain_" in stdout
+    assert not list(out.glob(".*tmp*"))  # nothing half-written left behind
+
+    before = dseg.stat().st_mtime_ns
+    code, stdout, _ = _run(capsys, str(scan), "-o", str(out), "--model", str(tiny_model))
+    assert code == 0 and "1 skipped" in stdout
+    assert dseg.stat().st_mtime_ns == before
+    code, stdout, _ = _run(capsys, str(scan), "-o", str(out), "--model", str(tiny_model), "--force")
+    assert code == 0 and "1 done" in stdout
+
+
+def test_one_bad_scan_does_not_stop_the_others(
+    tiny_model: Path,
+    head_scan: Callable,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    good = head_scan("scans/good_T1w.nii.gz")
+    bad = tmp_path / "scans" / "bad_T1w.nii.gz"
+    bad.write_text("not an image")
+    out = tmp_path / "out"
+    code, stdout, stderr = _run(
+        capsys, str(bad), str(good), "-o", str(out), "--model", str(tiny_model)
+    )
+    assert code == 1
+    assert "1 done" in stdout and "1 failed" in stdout
+    assert "bad" in stderr or "bad" in stdout
+    assert outputs_for(out, "good")[0].is_file()
+    assert not outputs_for(out, "bad")[0].exists()
+    summary = (out / "wholebrain_segment_summary.tsv").read_text()
+    assert "failed" in summary and "done" in summary
+
+
+def test_bids_inputs_mirror_the_subject_folders(
+    tiny_model: Path,
+    head_scan: Callable,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    head_scan("bids/sub-01/ses-1/anat/sub-01_ses-1_T1w.nii.gz")
+    head_scan("bids/sub-02/anat/sub-02_T1w.nii.gz")
+    (tmp_path / "bids" / "dataset_description.json").write_text('{"Name": "t"}')
+    out = tmp_path / "derivatives"
+    code, stdout, _ = _run(
+        capsys, str(tmp_path / "bids"), "-o", str(out), "--model", str(tiny_model)
+    )
+    assert code == 0, stdout
+    assert outputs_for(out / "sub-01" / "ses-1" / "anat", "sub-01_ses-1")[0].is_file()
+    assert outputs_for(out / "sub-02" / "anat", "sub-02")[3].is_file()
+
+
+def test_no_input_is_an_error(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    code, _, stderr = _run(capsys, "-o", str(tmp_path))
+    assert code == 1
+    assert "no INPUT" in stderr and "--example" in stderr
+    assert len(stderr.strip().splitlines()) == 1
+
+
+def test_a_missing_model_is_one_clear_line(
+    head_scan: Callable, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    scan = head_scan("s_T1w.nii.gz")
+    code, _, stderr = _run(capsys, str(scan), "-o", str(tmp_path), "--model", "nope.pt")
+    assert code == 1 and "nope.pt" in stderr
+    assert len(stderr.strip().splitlines()) == 1
+
+
+def test_posteriors_file_opens_with_nibabel(
+    tiny_model: Path, head_scan: Callable, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    scan = head_scan("p_T1w.nii.gz")
+    out = tmp_path / "out"
+    code, _, _ = _run(capsys, str(scan), "-o", str(out), "--model", str(tiny_model), "--posteriors")
+    assert code == 0
+    probseg = nib.load(outputs_for(out, "p", posteriors=True)[4])
+    assert probseg.shape == (48, 56, 48, 99)
+    values = np.asarray(probseg.dataobj[20, 20, 20, :])
+    assert 0.95 < values.sum() < 1.2

@@ -19,9 +19,6 @@ when ../shared/data holds the Mindboggle labels, the Dice comparison also uses r
 from __future__ import annotations
 
 import argparse
-import datetime
-import os
-import platform
 import sys
 import time
 from collections.abc import Callable
@@ -37,6 +34,7 @@ import torch
 import torch.nn.functional as F
 from scipy import ndimage
 
+import machine  # benchmarks/machine.py: python puts the script's folder on sys.path
 import wholebrain.conform as conform_module
 from wholebrain.conform import ConformConfig, Conformed, conform
 from wholebrain.io import Volume
@@ -133,27 +131,8 @@ def median_seconds(function: Callable[[], Any], repeats: int) -> Timing:
 
 
 def header(argv: list[str]) -> None:
-    cpu = "unknown CPU"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    load = os.getloadavg() if hasattr(os, "getloadavg") else ("?", "?", "?")
-    print("# wholebrain conform benchmark")
-    print(f"date:     {datetime.datetime.now().astimezone().isoformat(timespec='seconds')}")
-    print(f"command:  python {' '.join(argv)}")
-    print(f"machine:  {cpu}, {cores} cores usable, {platform.system()} {platform.machine()}")
-    print(f"load:     {load[0]:.2f} {load[1]:.2f} {load[2]:.2f} (1/5/15 min, before the run)")
-    print(
-        f"versions: python {platform.python_version()}, numpy {np.__version__}, "
-        f"scipy {scipy.__version__}, torch {torch.__version__} "
-        f"({torch.get_num_threads()} threads), nibabel {nib.__version__}"
-    )
-    print()
+    versions = {"scipy": scipy.__version__, "nibabel": nib.__version__}
+    machine.header("wholebrain conform benchmark", argv, versions)
 
 
 # --- 1. the public API ---------------------------------------------------------------------------

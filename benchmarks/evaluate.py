@@ -30,9 +30,6 @@ stands in for the anatomy.
 from __future__ import annotations
 
 import argparse
-import datetime
-import os
-import platform
 import sys
 import tempfile
 import time
@@ -45,6 +42,7 @@ import numpy as np
 import scipy
 from scipy import ndimage
 
+import machine  # benchmarks/machine.py: python puts the script's folder on sys.path
 from wholebrain.evaluate import evaluate_pair, label_metrics
 from wholebrain.io import load_image, load_labels, save_volume
 from wholebrain.protocols import get_protocol
@@ -193,26 +191,7 @@ def largest_difference(a: dict[str, np.ndarray], b: dict[str, np.ndarray]) -> st
 
 
 def header(argv: list[str]) -> None:
-    cpu = "unknown CPU"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    load = os.getloadavg()
-    print("# wholebrain evaluate benchmark")
-    print(f"date:     {datetime.datetime.now().astimezone().isoformat(timespec='seconds')}")
-    print(f"command:  python {' '.join(argv)}")
-    print(f"machine:  {cpu}, {cores} cores usable, {platform.system()} {platform.machine()}")
-    print(f"load:     {load[0]:.2f} {load[1]:.2f} {load[2]:.2f} (1/5/15 min, before the run)")
-    print(
-        f"versions: python {platform.python_version()}, numpy {np.__version__}, "
-        f"scipy {scipy.__version__}"
-    )
-    print()
+    machine.header("wholebrain evaluate benchmark", argv, {"scipy": scipy.__version__})
 
 
 def main(argv: list[str]) -> int:

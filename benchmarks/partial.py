@@ -23,10 +23,8 @@ whole-head results there -- outside the repository: they show third-party scans)
 from __future__ import annotations
 
 import argparse
-import datetime
 import io
 import os
-import platform
 import sys
 import time
 from collections.abc import Iterator
@@ -39,9 +37,9 @@ from typing import Any
 import nibabel as nib
 import numpy as np
 import scipy
-import torch
 from scipy import ndimage
 
+import machine  # benchmarks/machine.py: python puts the script's folder on sys.path
 from wholebrain.conform import conform
 from wholebrain.examples import icbm152_path
 from wholebrain.io import Volume, load_image, load_labels
@@ -71,34 +69,13 @@ def tissue_dice(labels: np.ndarray, reference: np.ndarray) -> list[float]:
 
 
 def header(argv: list[str]) -> None:
-    cpu = "unknown CPU"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    versions = [
-        f"python {platform.python_version()}",
-        f"numpy {np.__version__}",
-        f"scipy {scipy.__version__}",
-        f"torch {torch.__version__} ({torch.get_num_threads()} threads)",
-        f"nibabel {nib.__version__}",
-    ]
+    versions = {"scipy": scipy.__version__, "nibabel": nib.__version__}
     for name in ("antspyx", "deepbet"):
         try:
-            versions.append(f"{name} {metadata.version(name)}")
+            versions[name] = metadata.version(name)
         except metadata.PackageNotFoundError:
-            versions.append(f"{name} absent")
-    print("# wholebrain partial (tissue classifier) benchmark")
-    print(f"date:     {datetime.datetime.now().astimezone().isoformat(timespec='seconds')}")
-    print(f"command:  python {' '.join(argv)}")
-    print(f"machine:  {cpu}, {cores} cores usable, {platform.system()} {platform.machine()}")
-    print(f"load:     {_load()} (1/5/15 min, before the run)")
-    print(f"versions: {', '.join(versions)}")
-    print()
+            versions[name] = "absent"
+    machine.header("wholebrain partial (tissue classifier) benchmark", argv, versions)
 
 
 def _load() -> str:

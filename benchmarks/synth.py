@@ -17,11 +17,8 @@ beside it), else a synthetic whole-head phantom with fake priors, so the script 
 from __future__ import annotations
 
 import argparse
-import datetime
 import functools
 import math
-import os
-import platform
 import statistics
 import sys
 import time
@@ -33,6 +30,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+import machine  # benchmarks/machine.py: python puts the script's folder on sys.path
 from wholebrain.conform import ConformConfig
 from wholebrain.synth import (
     IntensityPriors,
@@ -48,28 +46,7 @@ SYNTHSEG = SHARED_DATA / "synthseg-label-maps"
 
 
 def header(argv: list[str]) -> None:
-    cpu = "unknown CPU"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    load = os.getloadavg() if hasattr(os, "getloadavg") else (float("nan"),) * 3
-    gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "none"
-    print("# wholebrain synth benchmark")
-    print(f"date:     {datetime.datetime.now().astimezone().isoformat(timespec='seconds')}")
-    print(f"command:  python {' '.join(argv)}")
-    print(f"machine:  {cpu}, {cores} cores usable, {platform.system()} {platform.machine()}")
-    print(f"gpu:      {gpu}")
-    print(f"load:     {load[0]:.2f} {load[1]:.2f} {load[2]:.2f} (1/5/15 min, before the run)")
-    print(
-        f"versions: python {platform.python_version()}, numpy {np.__version__}, "
-        f"torch {torch.__version__} ({torch.get_num_threads()} threads)"
-    )
-    print()
+    machine.header("wholebrain synth benchmark", argv)
 
 
 def timed(function: Callable[[], Any], repeats: int, device: torch.device) -> float:

@@ -108,3 +108,48 @@ def test_class_range_and_matrix_errors() -> None:
         dice_ce_loss(logits, target + 10)
     with pytest.raises(ValueError, match="class_matrix has 3 full classes"):
         marginal_dice_ce_loss(logits, target, torch.ones(2, 3))
+
+
+def _autograd_dice_ce(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """The definition, through autograd: CE + soft_dice_loss(softmax)."""
+    log_p = torch.log_softmax(logits, dim=1)
+    ce = torch.nn.functional.nll_loss(log_p, target.long(), ignore_index=IGNORE_INDEX)
+    return ce + soft_dice_loss(log_p.exp(), target)
+
+
+@pytest.mark.parametrize("num_classes", [2, 5, 99])
+def test_fused_gradient_matches_autograd(num_classes: int) -> None:
+    torch.manual_seed(num_classes)
+    logits = (3 * torch.randn(2, num_classes, 7, 6, 5, dtype=torch.float64)).requires_grad_()
+    target = torch.randint(0, num_classes, (2, 7, 6, 5))
+    target[0, :3] = IGNORE_INDEX  # unknown voxels: no gradient
+    target[target == num_classes - 1] = 0  # a class absent from the target
+    expected = _autograd_dice_ce(logits, target)
+    (expected_grad,) = torch.autograd.grad(expected, logits)
+    value = dice_ce_loss(logits, target, dice_weight=0.7, ce_weight=1.3)
+    weighted = 1.3 * torch.nn.functional.nll_loss(
+        torch.log_softmax(logits, 1), target.long(), ignore_index=IGNORE_INDEX
+    ) + 0.7 * soft_dice_loss(torch.softmax(logits, 1), target)
+    (grad,) = torch.autograd.grad(value, logits)
+    (weighted_grad,) = torch.autograd.grad(weighted, logits)
+    assert value.item() == pytest.approx(weighted.item(), rel=1e-5)
+    torch.testing.assert_close(grad, weighted_grad, rtol=1e-4, atol=1e-7)
+    unit = dice_ce_loss(logits, target)
+    (unit_grad,) = torch.autograd.grad(unit, logits)
+    assert unit.item() == pytest.approx(expected.item(), rel=1e-5)
+    torch.testing.assert_close(unit_grad, expected_grad, rtol=1e-4, atol=1e-7)
+    assert unit_grad[0, :, :3].abs().max() == 0  # ignored voxels
+
+
+def test_fused_loss_takes_bf16_channels_last_logits() -> None:
+    torch.manual_seed(0)
+    logits = torch.randn(2, 6, 8, 8, 8).to(torch.bfloat16)
+    logits = logits.contiguous(memory_format=torch.channels_last_3d).requires_grad_()
+    target = torch.randint(0, 6, (2, 8, 8, 8))
+    loss = dice_ce_loss(logits, target)
+    loss.backward()
+    assert logits.grad is not None and logits.grad.dtype == torch.bfloat16
+    reference = logits.detach().float().requires_grad_()
+    _autograd_dice_ce(reference, target).backward()
+    assert reference.grad is not None
+    torch.testing.assert_close(logits.grad.float(), reference.grad, rtol=0.02, atol=1e-4)

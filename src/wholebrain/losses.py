@@ -13,6 +13,8 @@ same head.
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 import torch.nn.functional as F
 
@@ -75,20 +77,96 @@ def dice_ce_loss(
 ) -> torch.Tensor:
     """Soft Dice + cross-entropy of one head against its own protocol's classes.
 
+    The value is ``ce_weight * CE + dice_weight * soft_dice_loss(softmax(logits))`` with CE
+    the mean over annotated voxels; the gradient is computed in closed form
+    (:class:`_DiceCrossEntropy`) in a few passes over the (B, K, X, Y, Z) probabilities
+    instead of autograd's dozen, which halves the loss's share of a CPU training step at
+    99 classes (benchmarks/train_throughput.py).
+
     Args:
-        logits: ``(B, K, X, Y, Z)``.
+        logits: ``(B, K, X, Y, Z)``, any float dtype and memory layout (bf16 channels-last
+            from a CPU autocast network is fine: the loss works in float32).
         target: ``(B, X, Y, Z)`` class indices in ``0..K-1`` or ``ignore_index``.
     """
     _check_target(logits, target, ignore_index)
     valid = target != ignore_index
     if not bool(valid.any()):
         return logits.sum() * 0.0
-    # One log-softmax serves both terms; float32 and channels-first whatever the network
-    # produced (bf16 autocast, channels_last), so the class axis reductions stay fast.
-    log_p = F.log_softmax(logits.float().contiguous(), dim=1)
-    ce = F.nll_loss(log_p, target.long(), ignore_index=ignore_index)
-    dice = soft_dice_loss(log_p.exp(), target, ignore_index=ignore_index)
-    return ce_weight * ce + dice_weight * dice
+    loss: torch.Tensor = _DiceCrossEntropy.apply(  # type: ignore[no-untyped-call]
+        logits, target, ignore_index, float(dice_weight), float(ce_weight)
+    )
+    return loss
+
+
+class _DiceCrossEntropy(torch.autograd.Function):
+    """Fused soft Dice + cross-entropy with its analytic gradient.
+
+    With p = softmax(z) over classes k, w_v = 1 on annotated voxels (else 0), y_v the class
+    of voxel v, N = sum w, and per class P_k = sum_v w p_k, C_k = sum_v w [y=k],
+    I_k = sum_v w p_k [y=k], D_k = (2 I_k + s) / (P_k + C_k + s), S the set of classes with
+    C_k > 0 or P_k > 0.5 (as in :func:`soft_dice_loss`):
+
+        L = ce_w * (-1/N) sum_v w log p_y + dice_w * (1 - mean_{k in S} D_k)
+
+    dL/dp_k(v) = w (a_k [y=k] + b_k) with a_k = -2 / (|S| den_k), b_k = (2 I_k + s) /
+    (|S| den_k^2) for k in S (0 otherwise); through the softmax, g_z = p (g_p - p.g_p), so
+
+        dL/dz_k(v) = w p_k (dice_w (b_k - c_v) + ce_w / N) + w [y=k] (dice_w a_y p_y - ce_w / N)
+
+    with c_v = a_y p_y + sum_k p_k b_k. S is treated as fixed (it is a step function).
+    """
+
+    @staticmethod
+    def forward(
+        ctx: Any,  # torch's FunctionCtx, which the type stubs do not let us add fields to
+        logits: torch.Tensor,
+        target: torch.Tensor,
+        ignore_index: int,
+        dice_weight: float,
+        ce_weight: float,
+    ) -> torch.Tensor:
+        smooth = 1e-5
+        num_classes = logits.shape[1]
+        valid = target != ignore_index
+        labels = torch.where(valid, target, torch.zeros_like(target)).long().unsqueeze(1)
+        weight = valid.to(torch.float32)
+        log_p = F.log_softmax(logits.float(), dim=1)
+        p = log_p.exp()
+        count = weight.sum()
+        dims = (0, *range(2, p.ndim))
+        ce = -(log_p.gather(1, labels).squeeze(1) * weight).sum() / count
+        del log_p
+        p_true = p.gather(1, labels).squeeze(1) * weight  # p of the true class, 0 if unknown
+        flat = labels.reshape(-1)
+        zeros = torch.zeros(num_classes, dtype=torch.float32, device=p.device)
+        predicted = (p * weight.unsqueeze(1)).sum(dims)
+        intersection = zeros.index_add(0, flat, p_true.reshape(-1))
+        counts = zeros.index_add(0, flat, weight.reshape(-1))
+        den = predicted + counts + smooth
+        dice = (2 * intersection + smooth) / den
+        present = (counts > 0) | (predicted > 0.5)
+        size = present.sum().clamp_min(1).to(torch.float32)
+        dice_loss = 1 - (dice * present).sum() / size
+        a = torch.where(present, -2 / (size * den), zeros)
+        b = torch.where(present, (2 * intersection + smooth) / (size * den**2), zeros)
+        ctx.save_for_backward(p, labels, weight, a, b, count)
+        ctx.weights = (dice_weight, ce_weight)
+        ctx.logits_dtype = logits.dtype
+        return ce_weight * ce + dice_weight * dice_loss
+
+    @staticmethod
+    def backward(ctx: Any, grad_output: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
+        p, labels, weight, a, b, count = ctx.saved_tensors
+        dice_weight, ce_weight = ctx.weights
+        shape = (1, -1) + (1,) * (p.ndim - 2)
+        p_true = p.gather(1, labels)  # (B, 1, ...)
+        a_true = a[labels]
+        c = a_true * p_true + (p * b.view(shape)).sum(1, keepdim=True)
+        scale = grad_output * weight.unsqueeze(1)
+        grad = p * (dice_weight * (b.view(shape) - c) + ce_weight / count)
+        grad.mul_(scale)
+        grad.scatter_add_(1, labels, scale * (dice_weight * a_true * p_true - ce_weight / count))
+        return grad.to(ctx.logits_dtype), None, None, None, None
 
 
 def marginal_dice_ce_loss(

@@ -393,3 +393,28 @@ def test_shipped_configs_load(path: Path) -> None:
     config = load_config(path)
     assert config.strategy in ("full-only", "pretrain-finetune", "multitask", "marginal")
     assert np.all(np.array(config.data.patch_size_vox) % config.model.divisor == 0)
+
+
+def test_init_weights_copies_the_trunk_and_matching_heads(tmp_path: Path) -> None:
+    from wholebrain.conform import ConformConfig
+    from wholebrain.model import ModelConfig
+    from wholebrain.train.checkpoint import checkpoint_payload, save_checkpoint
+    from wholebrain.train.loop import _init_from
+
+    torch.manual_seed(1)
+    source = MultiHeadUNet(TINY_MODEL, {"dkt-aseg": 99, "tissue": 4})
+    payload = checkpoint_payload(
+        source, kind="last", step=3, val_dice=None, conform=ConformConfig(), train_config={}
+    )
+    path = save_checkpoint(tmp_path / "source.pt", payload)
+    torch.manual_seed(2)
+    target = MultiHeadUNet(TINY_MODEL, {"dkt-aseg": 99, "aseg": 39})
+    aseg_before = target.heads["aseg"].weight.detach().clone()
+    _init_from(target, path)
+    for key, value in source.state_dict().items():
+        if not key.startswith("heads.tissue"):
+            torch.testing.assert_close(target.state_dict()[key], value)
+    torch.testing.assert_close(target.heads["aseg"].weight, aseg_before)  # not in the source
+    other = MultiHeadUNet(ModelConfig(filters=(4, 8, 16, 32)), {"dkt-aseg": 99})
+    with pytest.raises(InputError, match="architecture"):
+        _init_from(other, path)

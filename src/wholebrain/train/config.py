@@ -57,6 +57,7 @@ AMP_MODES = ("auto", "bf16", "fp16", "off")
 _PATH_KEYS = frozenset(
     {
         "output_dir",
+        "init_weights",
         "data.manifest",
         "data.root",
         "data.cache_dir",
@@ -122,6 +123,10 @@ class TrainConfig:
     output_dir: str = ""  # the run folder ("" = runs/<config file name> in the working directory)
     cpu_threads: int = 0  # torch threads per process on CPU (0 = cores / local processes)
     ddp_timeout_min: float = 60.0  # collective timeout under torchrun (rank 0 builds the cache)
+    # Start from these weights (a checkpoint of the same architecture: best.pt, last.pt, the
+    # shipped model) instead of random ones, e.g. to fine-tune the shipped model on a cohort;
+    # heads that the checkpoint lacks or sizes differently start random. "" = random start.
+    init_weights: str = ""
     model: ModelConfig = field(default_factory=ModelConfig)  # the network
     conform: ConformConfig = field(default_factory=ConformConfig)  # the canvas
     data: DataConfig = field(default_factory=lambda: DataConfig(manifest="manifest.csv"))

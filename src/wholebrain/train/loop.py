@@ -33,7 +33,7 @@ from wholebrain.data.dataset import TrainingData
 from wholebrain.data.synthetic import SYNTH_PROTOCOL, SynthSource
 from wholebrain.errors import InputError
 from wholebrain.io import atomic_output
-from wholebrain.model import MultiHeadUNet
+from wholebrain.model import ModelConfig, MultiHeadUNet
 from wholebrain.protocols import FULL_PROTOCOL
 from wholebrain.train.checkpoint import (
     checkpoint_payload,
@@ -255,6 +255,8 @@ class _Run:
         config, dist = self.config, self.dist
         torch.manual_seed(config.seed)
         self.model = MultiHeadUNet(config.model, self.strategy.heads).to(dist.device)
+        if config.init_weights and not self.state:
+            _init_from(self.model, Path(config.init_weights))
         self.optimizer = make_optimizer(self.model, config.optim)
         amp = amp_dtype(config.amp, dist.device)
         self.scaler = torch.amp.GradScaler("cuda", enabled=amp == torch.float16)
@@ -393,6 +395,37 @@ class _Run:
         set_rng_state(training["rng"])
         log.info("resuming %s at step %d", self.folder, state["step"])
         return int(state["step"]), training["best_val_dice"], float(training["seconds"])
+
+
+def _init_from(model: MultiHeadUNet, path: Path) -> None:
+    """Copy a checkpoint's trunk and matching heads into ``model`` (``init_weights``).
+
+    Raises:
+        InputError: the checkpoint cannot be read, or its trunk is another architecture.
+    """
+    payload = read_checkpoint(path, map_location="cpu")
+    stored = ModelConfig.from_dict(payload["model"]["config"])
+    if stored != model.config:
+        raise InputError(
+            path,
+            f"a checkpoint of the configured network (model = {model.config.to_dict()})",
+            f"model = {stored.to_dict()}",
+            "set [model] to the checkpoint's architecture, or leave init_weights empty",
+        )
+    own = model.state_dict()
+    weights = {
+        k: v
+        for k, v in payload["model"]["state_dict"].items()
+        if k in own and own[k].shape == v.shape
+    }
+    skipped = sorted({k.split(".")[1] for k in own if k.startswith("heads.") and k not in weights})
+    model.load_state_dict(weights, strict=False)
+    log.info(
+        "initial weights from %s (step %s)%s",
+        path,
+        payload.get("step"),
+        f"; heads started at random: {', '.join(skipped)}" if skipped else "",
+    )
 
 
 def _flat(values: dict[str, Any], prefix: str = "") -> dict[str, Any]:

@@ -271,6 +271,26 @@ def test_bids_inputs_mirror_the_subject_folders(
     assert outputs_for(out / "sub-02" / "anat", "sub-02")[3].is_file()
 
 
+def test_manifest_subject_ids_name_the_outputs(
+    tiny_model: Path,
+    head_scan: Callable,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    # Mindboggle-like layout: every scan has the same file name; the manifest's ids tell them
+    # apart.
+    first = head_scan("sub-a/t1w_brain.nii.gz")
+    second = head_scan("sub-b/t1w_brain.nii.gz")
+    manifest = tmp_path / "manifest.csv"
+    manifest.write_text(
+        f"subject,image,annotation,format,protocol,split\nsub-a,{first},,,,\nsub-b,{second},,,,\n"
+    )
+    out = tmp_path / "out"
+    code, stdout, _ = _run(capsys, str(manifest), "-o", str(out), "--model", str(tiny_model))
+    assert code == 0, stdout
+    assert outputs_for(out, "sub-a")[0].is_file() and outputs_for(out, "sub-b")[0].is_file()
+
+
 def test_no_input_is_an_error(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     code, _, stderr = _run(capsys, "-o", str(tmp_path))
     assert code == 1

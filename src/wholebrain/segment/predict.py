@@ -225,7 +225,10 @@ class Segmenter:
                 logits = self._head(full, features[:, :, part])
                 if index == 1 and swap is not None:  # mirrored: Left-X is Right-X's channel
                     logits = logits[:, swap]
-                per_pass.append(torch.softmax(logits, dim=1))
+                # One pass without posteriors: the argmax of the logits is that of the
+                # probabilities: the softmax over 99 channels would only cost time.
+                needs_softmax = len(passes) > 1 or probabilities is not None
+                per_pass.append(torch.softmax(logits, dim=1) if needs_softmax else logits)
             mean = per_pass[0] if len(per_pass) == 1 else (per_pass[0] + per_pass[1]) / 2
             best = mean.argmax(1)[0]
             classes[part] = best.to(torch.uint8).cpu().numpy()

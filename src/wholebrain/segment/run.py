@@ -32,6 +32,7 @@ from wholebrain.data.layouts import output_stem, split_image_name
 from wholebrain.errors import InputError
 
 if TYPE_CHECKING:
+    from wholebrain.io import Volume
     from wholebrain.segment.predict import Segmentation, Segmenter
 
 __all__ = [
@@ -74,8 +75,12 @@ def is_bids_root(folder: Path) -> bool:
     return any(folder.glob("sub-*/anat")) or any(folder.glob("sub-*/ses-*/anat"))
 
 
-def collect_segment_scans(inputs: list[str]) -> list[tuple[Path, Path]]:
-    """(scan, output subfolder relative to OUTDIR) for every scan the inputs name, each once.
+def collect_segment_scans(inputs: list[str]) -> list[tuple[Path, Path, str]]:
+    """(scan, output subfolder relative to OUTDIR, stem) for every scan the inputs name, once.
+
+    The stem names the outputs: the file name without suffix and ``_T1w`` (BIDS: with its
+    entities, ``sub-01_ses-1``), or the subject id of a manifest row (manifests of layouts
+    such as Mindboggle's, where every scan is ``t1w_brain.nii.gz``).
 
     Raises:
         InputError: an input that is none of file, folder, manifest or BIDS root; a BIDS root
@@ -83,7 +88,7 @@ def collect_segment_scans(inputs: list[str]) -> list[tuple[Path, Path]]:
     """
     from wholebrain.partial.run import collect_scans
 
-    found: list[tuple[Path, Path]] = []
+    found: list[tuple[Path, Path, str]] = []
     plain: list[str] = []
     for text in inputs:
         path = Path(text)
@@ -99,18 +104,18 @@ def collect_segment_scans(inputs: list[str]) -> list[tuple[Path, Path]]:
                     "none",
                     "check the dataset, or give the scans themselves",
                 )
-            found += [(p, p.parent.relative_to(path)) for p in scans]
+            found += [(p, p.parent.relative_to(path), output_stem(p)) for p in scans]
         else:
             plain.append(text)
     if plain:
-        found += [(scan.image, Path()) for scan in collect_scans(plain)]
+        found += [(scan.image, Path(), scan.subject) for scan in collect_scans(plain)]
     seen: set[Path] = set()
     unique = []
-    for scan, folder in found:
+    for scan, folder, stem in found:
         key = scan.absolute()
         if key not in seen:
             seen.add(key)
-            unique.append((scan, folder))
+            unique.append((scan, folder, stem))
     return unique
 
 
@@ -129,13 +134,12 @@ def outputs_for(outdir: Path, stem: str, *, posteriors: bool = False) -> tuple[P
 
 
 def plan_segment(
-    scans: list[tuple[Path, Path]], outdir: Path, *, posteriors: bool = False
+    scans: list[tuple[Path, Path, str]], outdir: Path, *, posteriors: bool = False
 ) -> list[SegmentItem]:
-    """One item per scan; two scans with the same stem in one folder are refused later by
-    ``cohort.check_unique_outputs`` (their outputs would collide)."""
+    """One item per (scan, subfolder, stem); two scans with the same stem in one folder are
+    refused by ``cohort.check_unique_outputs`` (their outputs would collide)."""
     items = []
-    for scan, folder in scans:
-        stem = output_stem(scan)
+    for scan, folder, stem in scans:
         subject = str(folder / stem) if folder != Path() else stem
         outputs = outputs_for(outdir / folder, stem, posteriors=posteriors)
         items.append(SegmentItem(subject, scan, outputs, posteriors))
@@ -195,9 +199,8 @@ def segment_subject(options: SegmentOptions, item: SegmentItem) -> str:
         f"{item.subject}   wholebrain {protocol.name}: {structures} structures, "
         f"brain {totals['Total-Brain'] / 1000:.0f} mL, network {network:.1f} s"
     )
-    write_qc_png(
-        qc, result.conformed.image, result.canvas_labels, protocol, title=title, force=True
-    )
+    picture_image, picture_labels = _picture_grid(volume, result)
+    write_qc_png(qc, picture_image, picture_labels, protocol, title=title, force=True)
     if item.posteriors and result.probabilities is not None:
         _write_posteriors(item.outputs[4], result)
     written = time.perf_counter() - started
@@ -208,6 +211,21 @@ def segment_subject(options: SegmentOptions, item: SegmentItem) -> str:
         f"WM {totals['Total-White-Matter'] / 1000:.0f} mL, "
         f"ICV {totals['Intracranial-Volume'] / 1000:.0f} mL ({timing})"
     )
+
+
+def _picture_grid(volume: Volume, result: Segmentation) -> tuple[np.ndarray, np.ndarray]:
+    """The T1 and the labels on a 1 mm RAS grid for the QC picture.
+
+    A model whose canvas is coarser than 1 mm (the shipped one works at 2 mm) would show a
+    blurred scan; the picture instead shows the scan conformed at 1 mm with the labels the
+    user gets (those on the scan's own grid) carried onto it.
+    """
+    if result.conformed.config.spacing_mm <= 1.0:
+        return result.conformed.image, result.canvas_labels
+    from wholebrain.conform import ConformConfig, conform
+
+    fine = conform(volume, ConformConfig())
+    return fine.image, fine.labels_to_canvas(result.labels)
 
 
 def _write_posteriors(path: Path, result: Segmentation) -> None:

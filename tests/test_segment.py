@@ -307,6 +307,23 @@ def test_a_missing_model_is_one_clear_line(
     assert len(stderr.strip().splitlines()) == 1
 
 
+def test_without_a_model_the_error_says_none_ships(
+    head_scan: Callable, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from wholebrain.models import shipped_model_path
+
+    try:
+        shipped_model_path()
+    except Exception:
+        pass
+    else:  # pragma: no cover - once a model ships, test_example covers the default
+        pytest.skip("a model ships with this version")
+    scan = head_scan("s_T1w.nii.gz")
+    code, _, stderr = _run(capsys, str(scan), "-o", str(tmp_path / "out"))
+    assert code == 1 and "ships no model" in stderr and "--model" in stderr
+    assert len(stderr.strip().splitlines()) == 1
+
+
 def test_posteriors_file_opens_with_nibabel(
     tiny_model: Path, head_scan: Callable, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

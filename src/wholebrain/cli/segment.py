@@ -41,7 +41,10 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[
         help="segment nilearn's ICBM152 2009a T1 (ships in the nilearn wheel; no download)",
     )
     parser.add_argument(
-        "--model", metavar="CHECKPOINT", help="a wholebrain train checkpoint (default: shipped)"
+        "--model",
+        metavar="CHECKPOINT",
+        help="a wholebrain train checkpoint (best.pt, last.pt); default: the shipped model, "
+        "when this version ships one",
     )
     parser.add_argument(
         "--device", choices=("auto", "cpu", "cuda"), default="auto", help="default: auto"

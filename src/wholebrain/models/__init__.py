@@ -1,8 +1,11 @@
-"""The model shipped inside the package (trained by the project; see docs/model_card.md).
+"""The model shipped inside the package, when there is one (see README, Status).
 
-``dkt-aseg.pt`` is a ``wholebrain train`` checkpoint reduced to what inference needs
-(weights in float16, label tables, canvas, training config). Its licence is the training
-data's, CC BY-NC-SA 3.0 (Mindboggle-101), not the code's: see LICENSE-model.txt beside it.
+A shipped model is a ``wholebrain train`` checkpoint reduced to what inference needs
+(``train.checkpoint.export_for_inference``: float16 weights, label tables, canvas, training
+config), stored here as ``dkt-aseg.pt`` with its model card in docs/model_card.md. None ships
+yet: the first CPU-trained attempts were far from usable (README, Status), and a model that
+labels every brain as white matter would be worse than none. Until then ``wholebrain
+segment`` needs ``--model``.
 """
 
 from __future__ import annotations
@@ -20,14 +23,14 @@ def shipped_model_path() -> Path:
     """The shipped checkpoint's path.
 
     Raises:
-        InputError: the file is missing from this installation.
+        InputError: no model ships with this installation.
     """
     path = Path(__file__).parent / SHIPPED_MODEL
     if not path.is_file():
         raise InputError(
-            path,
-            "the model shipped with wholebrain",
-            "no such file",
-            "reinstall wholebrain, or give a checkpoint with --model",
+            "--model",
+            "a trained model: a checkpoint, or the one shipped with wholebrain",
+            "no --model, and this version of wholebrain ships no model yet",
+            "train one (wholebrain train CONFIG.toml) and pass --model RUN/best.pt",
         )
     return path

@@ -182,10 +182,16 @@ def export_for_inference(source: str | Path, target: str | Path, *, force: bool 
         OutputExistsError: ``target`` exists and ``force`` is False.
     """
     payload = read_checkpoint(source)
-    state = payload["model"]["state_dict"]
-    payload["model"]["state_dict"] = {
-        k: v.half() if v.is_floating_point() else v for k, v in state.items()
-    }
+    # DynUNet lists some modules twice (its skip_layers hold the same blocks), so several keys
+    # share one tensor: convert each tensor once, or torch.save would store the copies twice.
+    halves: dict[tuple[int, int, tuple[int, ...]], torch.Tensor] = {}
+    state = {}
+    for key, value in payload["model"]["state_dict"].items():
+        if value.is_floating_point():
+            identity = (value.untyped_storage().data_ptr(), value.storage_offset(), value.shape)
+            value = halves.setdefault(identity, value.half())
+        state[key] = value
+    payload["model"]["state_dict"] = state
     payload["training"] = {}
     target = Path(target)
     with atomic_output(target, force=force) as tmp:

@@ -8,7 +8,7 @@ multi-atlas joint label fusion, on the Mindboggle dev set (Dai et al., MICCAI DA
     python benchmarks/paper_experiment.py --report-only             # docs/results.md again
     python benchmarks/paper_experiment.py --smoke                   # every stage, tiny, ~2 min
 
-The experiment (presets: ``configs/paper-cpu.toml``, ``configs/paper-gpu.toml``; their
+The experiment (presets: ``benchmarks/paper-cpu.toml``, ``benchmarks/paper-gpu.toml``; their
 ``[paper]`` table is the experiment, the rest the training template every run shares):
 
 - **Folds.** Subjects sorted by id; for each k in ``ks``, fold f trains on the k subjects
@@ -82,7 +82,7 @@ import numpy as np
 import machine  # benchmarks/machine.py: python puts the script's folder on sys.path
 
 ROOT = Path(__file__).resolve().parents[1]
-CONFIGS = ROOT / "configs"
+CONFIGS = ROOT / "benchmarks"  # the presets sit beside this script: they are not train configs
 DATA = ROOT.parent / "shared" / "data"
 JLF = "jlf"
 GROUPS = ("cortical", "subcortical", "all")
@@ -999,7 +999,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     which = parser.add_mutually_exclusive_group()
     which.add_argument(
-        "--preset", choices=("cpu", "gpu"), default="cpu", help="configs/paper-PRESET.toml"
+        "--preset", choices=("cpu", "gpu"), default="cpu", help="benchmarks/paper-PRESET.toml"
     )
     which.add_argument("--config", type=Path, help="another preset file")
     parser.add_argument("--smoke", action="store_true", help="the cpu preset shrunk to ~2 min")

@@ -154,6 +154,28 @@ def phantom() -> Callable[[str], tuple[np.ndarray, np.ndarray]]:
     return make
 
 
+def blob_phantom(
+    shift_vox: tuple[int, int, int],
+    blobs: dict[int, tuple[tuple[float, float, float], float, float]],
+) -> tuple[np.ndarray, np.ndarray]:
+    """(image, labels) on a 40x40x32 grid: an ellipsoid 'brain' (intensity 100) holding
+    spheres ``label id -> (centre voxel, radius voxels, intensity)``, all moved by
+    ``shift_vox``: atlas/target pairs for registration tests."""
+    shape = (40, 40, 32)
+    grid = np.indices(shape, dtype=np.float32)
+    shift = np.array(shift_vox, dtype=np.float32)[:, None, None, None]
+    centre = np.array([20.0, 20.0, 16.0])[:, None, None, None] + shift
+    radii = np.array([16.0, 17.0, 13.0])[:, None, None, None]
+    image = np.where((((grid - centre) / radii) ** 2).sum(0) <= 1, 100.0, 0.0).astype(np.float32)
+    labels = np.zeros(shape, np.int32)
+    for label_id, (blob_centre, radius, intensity) in blobs.items():
+        offset = grid - (np.array(blob_centre)[:, None, None, None] + shift)
+        where = (offset**2).sum(0) <= radius**2
+        image[where] = intensity
+        labels[where] = label_id
+    return image, labels
+
+
 @pytest.fixture
 def shared_data() -> Path:
     """../shared/data beside the repository; skips the test when it is absent."""

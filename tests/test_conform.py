@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 from scipy import ndimage
 
+from conftest import _affine
 from wholebrain.conform import (
     ConformConfig,
     Conformed,
@@ -23,26 +24,6 @@ SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 SMALL = ConformConfig(canvas_shape_vox=(64, 64, 64))
 
 # --- synthetic heads ---------------------------------------------------------------------------
-
-
-def _affine(
-    spacing_mm: tuple[float, float, float],
-    axes: str = "RAS",
-    angles_deg: tuple[float, float, float] = (0.0, 0.0, 0.0),
-) -> np.ndarray:
-    """Voxel -> RAS affine with voxel axes along ``axes`` (e.g. "LIA"), then rotated."""
-    world = {"R": (0, 1), "L": (0, -1), "A": (1, 1), "P": (1, -1), "S": (2, 1), "I": (2, -1)}
-    linear = np.zeros((3, 3))
-    for column, (code, size) in enumerate(zip(axes, spacing_mm, strict=True)):
-        row, sign = world[code]
-        linear[row, column] = sign * size
-    ax, ay, az = np.deg2rad(angles_deg)
-    rx = np.array([[1, 0, 0], [0, np.cos(ax), -np.sin(ax)], [0, np.sin(ax), np.cos(ax)]])
-    ry = np.array([[np.cos(ay), 0, np.sin(ay)], [0, 1, 0], [-np.sin(ay), 0, np.cos(ay)]])
-    rz = np.array([[np.cos(az), -np.sin(az), 0], [np.sin(az), np.cos(az), 0], [0, 0, 1]])
-    affine = np.eye(4)
-    affine[:3, :3] = rz @ ry @ rx @ linear
-    return affine
 
 
 def _grid(

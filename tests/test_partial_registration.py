@@ -11,6 +11,7 @@ import nibabel as nib
 import numpy as np
 import pytest
 
+from conftest import blob_phantom
 from wholebrain.errors import InputError
 from wholebrain.io import Volume, load_image, load_labels
 from wholebrain.partial.registration import (
@@ -37,21 +38,7 @@ _BLOBS = {
 
 
 def _phantom(shift_vox: tuple[int, int, int]) -> tuple[np.ndarray, np.ndarray]:
-    """(image, first labels) on a 40x40x32 grid: an ellipsoid 'brain' holding the blobs."""
-    shape = (40, 40, 32)
-    grid = np.indices(shape, dtype=np.float32)
-    shift = np.array(shift_vox, dtype=np.float32)[:, None, None, None]
-    centre = np.array([20.0, 20.0, 16.0])[:, None, None, None] + shift
-    radii = np.array([16.0, 17.0, 13.0])[:, None, None, None]
-    image = np.where((((grid - centre) / radii) ** 2).sum(0) <= 1, 100.0, 0.0).astype(np.float32)
-    labels = np.zeros(shape, np.int32)
-    for label_id, (blob_centre, radius, intensity) in _BLOBS.items():
-        where = ((grid - (np.array(blob_centre)[:, None, None, None] + shift)) ** 2).sum(
-            0
-        ) <= radius**2
-        image[where] = intensity
-        labels[where] = label_id
-    return image, labels
+    return blob_phantom(shift_vox, _BLOBS)
 
 
 def _dice(a: np.ndarray, b: np.ndarray, label_id: int) -> float:

@@ -320,3 +320,20 @@ def test_smoke_runs_every_stage_and_resumes(
     assert pe.main([*argv, "--prune"]) == 0
     assert "(0 to do)" in capsys.readouterr().out
     assert len((out / "smoke" / "invocations.jsonl").read_text().splitlines()) == 2
+
+
+def test_claims_not_testable_when_no_network_learnt_the_task() -> None:
+    # Every network near zero, as after a few hundred CPU steps: multitask "wins" by noise.
+    rows = _rows(
+        {
+            **{(k, "full-only"): [0.004, 0.006] for k in (1, 3, 5)},
+            **{(k, "multitask"): [0.007, 0.008] for k in (1, 3, 5)},
+            (8, "full-only"): [0.009],
+            (3, "jlf"): [0.6, 0.62],
+        }
+    )
+    verdict = pe.claims(pe.summarise(rows), ks=(1, 3, 5), k_all=8)
+    assert verdict.share_held is None and verdict.share is None and verdict.beats_held is None
+    assert "Not testable at this budget" in verdict.text and "0.009" in verdict.text
+    assert "holds" not in verdict.text
+    assert "- k = 3: multitask 0.008 vs full-only 0.005" in verdict.text  # numbers kept

@@ -20,12 +20,12 @@ from __future__ import annotations
 
 import argparse
 import logging
-import sys
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
+from wholebrain.cli._cohort import add_cohort_arguments, echo_result, exit_status
+
 if TYPE_CHECKING:  # types only: cli modules import nothing heavy at load time
-    from wholebrain.cohort import ItemResult
     from wholebrain.partial.run import AtlasConfig, PartialItem
 
 log = logging.getLogger(__name__)
@@ -83,20 +83,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[
         help="ants.registration type_of_transform (default %(default)s: about 2-3 min a scan on "
         "2 cores; antsRegistrationSyNQuick[s] costs 1.7x as much for the same Dice)",
     )
-    cohort = parser.add_argument_group("cohort")
-    cohort.add_argument(
-        "--jobs", type=int, default=1, metavar="N", help="subjects in parallel (processes)"
-    )
-    cohort.add_argument(
-        "--shard", metavar="I/N", help="only the I-th of N parts of the inputs (1-based)"
-    )
-    cohort.add_argument("--force", action="store_true", help="redo subjects whose outputs exist")
+    cohort = add_cohort_arguments(parser, "subjects")
     cohort.add_argument(
         "--manifest", metavar="CSV", help="manifest to add the annotations to (OUTDIR/manifest.csv)"
-    )
-    # SUPPRESS: without the flag here, `wholebrain --quiet partial ...` keeps its value.
-    parser.add_argument(
-        "--quiet", "-q", action="store_true", default=argparse.SUPPRESS, help="no progress bar"
     )
     parser.set_defaults(run=run)
 
@@ -104,8 +93,6 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[
 def run(args: argparse.Namespace) -> int:
     from functools import partial
     from pathlib import Path
-
-    from tqdm import tqdm
 
     from wholebrain.cohort import parse_shard, run_cohort, summary_path
     from wholebrain.partial import run as job
@@ -150,7 +137,7 @@ def run(args: argparse.Namespace) -> int:
         force=args.force,
         progress=not args.quiet,
         description="partial",
-        on_result=lambda result: _echo(result, tqdm.write),
+        on_result=echo_result,
     )
     succeeded = [r.item for r in report.succeeded if isinstance(r.item, job.PartialItem)]
     rows = job.merge_manifest(manifest, succeeded)
@@ -161,23 +148,7 @@ def run(args: argparse.Namespace) -> int:
     print(f"summary: {report.summary}")
     if rows:
         print(f"manifest: {manifest} ({rows} annotation rows added or updated)")
-    if report.failed:
-        print(
-            f"wholebrain partial: error: {len(report.failed)} of {len(report.results)} subjects "
-            f"failed; see {report.summary}",
-            file=sys.stderr,
-        )
-        return 1
-    return 0
-
-
-def _echo(result: ItemResult, write: Callable[..., None]) -> None:
-    """One line per subject done or failed (skipped ones are only counted: a rerun of a large
-    cohort would otherwise print thousands of them); ``write`` keeps the progress bar intact."""
-    from wholebrain.cohort import format_result
-
-    if result.status != "skipped":
-        write(format_result(result), file=sys.stdout)
+    return exit_status("partial", report, "subjects")
 
 
 def _atlas(args: argparse.Namespace) -> AtlasConfig:

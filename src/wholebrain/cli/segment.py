@@ -17,8 +17,9 @@ failing scan does not stop the others, and the exit status is 1 if any failed (s
 from __future__ import annotations
 
 import argparse
-import sys
 import time
+
+from wholebrain.cli._cohort import add_cohort_arguments, echo_result, exit_status
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
@@ -61,22 +62,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[
         help="also write class probabilities (_probseg.nii.gz, uint8 x 1/255, one volume per "
         "class, on the model's 1 mm canvas: ~1 GB of memory and ~100 MB on disk per scan)",
     )
-    cohort = parser.add_argument_group("cohort")
-    cohort.add_argument(
-        "--jobs",
-        type=int,
-        default=1,
-        metavar="N",
-        help="scans in parallel (processes, each loading the model once); default 1",
-    )
-    cohort.add_argument(
-        "--shard", metavar="I/N", help="only the I-th of N parts of the inputs (1-based)"
-    )
-    cohort.add_argument("--force", action="store_true", help="redo scans whose outputs exist")
-    # SUPPRESS: without the flag here, `wholebrain --quiet segment ...` keeps its value.
-    parser.add_argument(
-        "--quiet", "-q", action="store_true", default=argparse.SUPPRESS, help="no progress bar"
-    )
+    add_cohort_arguments(parser, "scans", jobs_note=", each loading the model once")
     parser.set_defaults(run=run)
 
 
@@ -84,9 +70,7 @@ def run(args: argparse.Namespace) -> int:
     from functools import partial
     from pathlib import Path
 
-    from tqdm import tqdm
-
-    from wholebrain.cohort import format_result, parse_shard, run_cohort, summary_path
+    from wholebrain.cohort import parse_shard, run_cohort, summary_path
     from wholebrain.errors import InputError
     from wholebrain.segment import run as job
 
@@ -116,12 +100,6 @@ def run(args: argparse.Namespace) -> int:
             f"{model.load_seconds:.1f} s"
         )
 
-    def echo(result: object) -> None:
-        from wholebrain.cohort import ItemResult
-
-        if isinstance(result, ItemResult) and result.status != "skipped":
-            tqdm.write(format_result(result), file=sys.stdout)
-
     report = run_cohort(
         items,
         partial(job.segment_subject, options),
@@ -131,7 +109,7 @@ def run(args: argparse.Namespace) -> int:
         force=args.force,
         progress=not args.quiet,
         description="segment",
-        on_result=echo,
+        on_result=echo_result,
     )
     print(f"segmented: {report.describe()} in {time.perf_counter() - began:.1f} s")
     kinds = "{dseg.nii.gz,dseg.tsv,volumes.tsv,qc.png" + (
@@ -144,11 +122,4 @@ def run(args: argparse.Namespace) -> int:
     else:
         print(f"outputs: {outdir}/[sub-*/anat/]<stem>_desc-wholebrain_{kinds}")
     print(f"summary: {report.summary}")
-    if report.failed:
-        print(
-            f"wholebrain segment: error: {len(report.failed)} of {len(report.results)} scans "
-            f"failed; see {report.summary}",
-            file=sys.stderr,
-        )
-        return 1
-    return 0
+    return exit_status("segment", report, "scans")

@@ -154,11 +154,19 @@ def test_marginal_loss_supervises_partial_labels_through_the_full_head() -> None
     assert set(terms) == {"dkt-aseg", "tissue"}
 
 
-def test_every_head_gets_a_gradient_even_without_a_loss_term() -> None:
-    logits, targets = _logits_and_targets()
+def test_under_ddp_every_head_gets_a_gradient_even_without_a_loss_term(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     strategy = Strategy("pretrain-finetune", ["tissue"], steps=4, pretrain_steps=2)
+    logits, targets = _logits_and_targets()
     total, terms = strategy.loss(logits, targets, strategy.phase(0))  # tissue only
     assert set(terms) == {"tissue"}
+    total.backward()
+    assert logits["dkt-aseg"].grad is None  # one process: no full-size zero pass
+
+    monkeypatch.setattr(torch.distributed, "is_initialized", lambda: True)
+    logits, targets = _logits_and_targets()
+    total, _ = strategy.loss(logits, targets, strategy.phase(0))
     total.backward()
     assert logits["dkt-aseg"].grad is not None  # zero, but there: DDP needs it
     assert float(logits["dkt-aseg"].grad.abs().sum()) == 0

@@ -132,17 +132,20 @@ class Strategy:
             logits: head -> (B, K, X, Y, Z).
             targets: protocol -> (B, X, Y, Z) class indices or ``IGNORE_INDEX``.
         """
-        # Zero-weighted sum of every head: keeps each parameter in the graph (DDP).
-        total = sum((0.0 * v.float().mean() for v in logits.values()), torch.zeros(()))
+        # Under DDP every parameter must be in the graph: a zero-weighted term per head. Only
+        # then: each term's backward is a full-size pass over the logits.
+        total = torch.zeros(())
+        if torch.distributed.is_available() and torch.distributed.is_initialized():
+            total = sum((0.0 * v.float().mean() for v in logits.values()), total)
         terms: dict[str, torch.Tensor] = {}
         for protocol in phase.heads:
             target = targets.get(protocol)
             if target is None or not bool((target != IGNORE_INDEX).any()):
                 continue
             if protocol in logits:
-                term = dice_ce_loss(logits[protocol].float(), target)
+                term = dice_ce_loss(logits[protocol], target)  # any dtype: computed in float32
             else:  # marginal: the full head, merged to the partial protocol's classes
-                full = logits[FULL_PROTOCOL].float()
+                full = logits[FULL_PROTOCOL]
                 term = marginal_dice_ce_loss(full, target, self._matrix(protocol, full.device))
             total = total + self.weights.get(protocol, 1.0) * term
             terms[protocol] = term.detach()

@@ -3,6 +3,11 @@
 from __future__ import annotations
 
 import csv
+import os
+import signal
+import subprocess
+import sys
+import time
 from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
@@ -426,3 +431,26 @@ def test_init_weights_copies_the_trunk_and_matching_heads(tmp_path: Path) -> Non
     other = MultiHeadUNet(ModelConfig(filters=(4, 8, 16, 32)), {"dkt-aseg": 99})
     with pytest.raises(InputError, match="architecture"):
         _init_from(other, path)
+
+
+@pytest.mark.slow
+def test_sigterm_saves_the_run_like_ctrl_c(cohort: Path, tmp_path: Path) -> None:
+    """kill / SLURM's SIGTERM: last.pt at the last finished step, exit 130, --resume goes on."""
+    config = _config(cohort, tmp_path / "run", steps=100_000, log_every=1, checkpoint_every=0)
+    path = tmp_path / "long.toml"
+    path.write_text(to_toml(config))
+    command = [sys.executable, "-m", "wholebrain", "--quiet", "train", str(path), "--device", "cpu"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    process = subprocess.Popen(command, env=env, stderr=subprocess.PIPE, text=True)
+    metrics = tmp_path / "run" / "metrics.csv"
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and process.poll() is None:
+        if metrics.exists() and len(metrics.read_text().splitlines()) >= 3:  # header + 2 steps
+            break
+        time.sleep(0.2)
+    process.send_signal(signal.SIGTERM)
+    _, stderr = process.communicate(timeout=120)
+    assert process.returncode == 130, stderr[-2000:]
+    assert "interrupted" in stderr
+    step = read_checkpoint(tmp_path / "run" / "last.pt")["step"]
+    assert 2 <= step < 100_000

@@ -2,7 +2,7 @@
 
     wholebrain train configs/smoke.toml
     wholebrain train configs/gpu-multitask.toml --output runs/mt1 --device cuda
-    wholebrain train configs/gpu-multitask.toml --output runs/mt1 --resume
+    wholebrain train configs/gpu-multitask.toml --output runs/mt1 --resume  # after Ctrl-C/SIGTERM
     torchrun --nproc_per_node=4 -m wholebrain train configs/gpu-multitask.toml
 
 The run folder holds the resolved ``config.toml``, ``metrics.csv``, ``last.pt`` and
@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import signal
 
 log = logging.getLogger(__name__)
 
@@ -49,7 +50,13 @@ def run(args: argparse.Namespace) -> int:
     config = load_config(args.config)
     if args.output:
         config = dataclasses.replace(config, output_dir=str(Path(args.output).resolve()))
-    result = train(config, device=args.device, resume=args.resume, progress=not args.quiet)
+    # SIGTERM (kill, SLURM before a time limit or preemption, torchrun stopping its ranks) ends
+    # the run as Ctrl-C does: last.pt is written at the last finished step, --resume goes on.
+    previous = signal.signal(signal.SIGTERM, _interrupt)
+    try:
+        result = train(config, device=args.device, resume=args.resume, progress=not args.quiet)
+    finally:
+        signal.signal(signal.SIGTERM, previous)
     if os.environ.get("RANK", "0") == "0":
         best = (
             f"; best {result.best} (validation Dice {result.best_val_dice:.4f})"
@@ -58,3 +65,7 @@ def run(args: argparse.Namespace) -> int:
         )
         print(f"trained {result.step} steps in {result.seconds:.0f} s: {result.last}{best}")
     return 0
+
+
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt

@@ -191,7 +191,7 @@ def marginal_dice_ce_loss(
             f"class_matrix has {class_matrix.shape[1]} full classes, logits have "
             f"{full_logits.shape[1]}"
         )
-    _check_target(full_logits[:, :1], target.clamp_max(0), ignore_index)  # shapes only here
+    _check_shapes(full_logits, target)  # before the rows view hides them; classes below
     full_logits, target = _voxel_rows(full_logits, target)
     probabilities = torch.softmax(full_logits, dim=1, dtype=torch.float32)
     merged = torch.einsum("bk...,ck->bc...", probabilities, class_matrix.to(probabilities))
@@ -214,8 +214,9 @@ def _voxel_rows(scores: torch.Tensor, target: torch.Tensor) -> tuple[torch.Tenso
     Softmax, gathers and class sums along dim 1 are then passes over contiguous memory in
     either layout. On channels-last scores (the CPU autocast layout) the class-major passes
     each made a strided copy: the loss took 40 % of a CPU training step at 99 classes; rows
-    cut its forward and backward from 1.9 to 0.8 s (2 x 64³, 99 classes, 2 cores). The
-    gradient flows back through the view, so it comes out channels-last too.
+    cut its forward and backward from 2.0 to 1.0 s (2 x 64³, 99 classes, 2 cores:
+    benchmarks/results/loss.txt). The gradient flows back through the view, so it comes out
+    channels-last too.
     """
     if scores.ndim > 2 and scores.stride(1) == 1 and scores.shape[1] > 1:
         return scores.movedim(1, -1).reshape(-1, scores.shape[1]), target.reshape(-1)
@@ -223,6 +224,16 @@ def _voxel_rows(scores: torch.Tensor, target: torch.Tensor) -> tuple[torch.Tenso
 
 
 def _check_target(scores: torch.Tensor, target: torch.Tensor, ignore_index: int) -> None:
+    _check_shapes(scores, target)
+    labelled = target[target != ignore_index]
+    if labelled.numel() and (int(labelled.min()) < 0 or int(labelled.max()) >= scores.shape[1]):
+        raise ValueError(
+            f"target classes must lie in 0..{scores.shape[1] - 1} or be {ignore_index}, "
+            f"found {int(labelled.min())}..{int(labelled.max())}"
+        )
+
+
+def _check_shapes(scores: torch.Tensor, target: torch.Tensor) -> None:
     if scores.ndim != target.ndim + 1 or scores.shape[0] != target.shape[0]:
         raise ValueError(
             f"target shape {tuple(target.shape)} does not match scores {tuple(scores.shape)}: "
@@ -231,10 +242,4 @@ def _check_target(scores: torch.Tensor, target: torch.Tensor, ignore_index: int)
     if scores.shape[2:] != target.shape[1:]:
         raise ValueError(
             f"target size {tuple(target.shape[1:])} differs from scores {tuple(scores.shape[2:])}"
-        )
-    labelled = target[target != ignore_index]
-    if labelled.numel() and (int(labelled.min()) < 0 or int(labelled.max()) >= scores.shape[1]):
-        raise ValueError(
-            f"target classes must lie in 0..{scores.shape[1] - 1} or be {ignore_index}, "
-            f"found {int(labelled.min())}..{int(labelled.max())}"
         )

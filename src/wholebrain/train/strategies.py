@@ -132,8 +132,8 @@ class Strategy:
             logits: head -> (B, K, X, Y, Z).
             targets: protocol -> (B, X, Y, Z) class indices or ``IGNORE_INDEX``.
         """
-        # Under DDP every parameter must be in the graph: a zero-weighted term per head. Only
-        # then: each term's backward is a full-size pass over the logits.
+        # DDP needs every parameter in the graph: a zero-weighted term per head, added only
+        # under DDP because each one costs a full-size backward pass over that head's logits.
         total = torch.zeros(())
         if torch.distributed.is_available() and torch.distributed.is_initialized():
             total = sum((0.0 * v.float().mean() for v in logits.values()), total)

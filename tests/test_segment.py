@@ -21,7 +21,13 @@ from wholebrain.conform import ConformConfig
 from wholebrain.io import Volume
 from wholebrain.model import ModelConfig, MultiHeadUNet
 from wholebrain.protocols import flip_permutation, get_protocol
-from wholebrain.segment.predict import Segmenter, keep_largest_brain_component, resolve_device
+from wholebrain.segment.predict import (
+    Segmenter,
+    head_brain_mask,
+    keep_largest_brain_component,
+    resolve_device,
+    strip_skull,
+)
 from wholebrain.segment.run import outputs_for
 from wholebrain.segment.volumes import volume_rows, write_volume_table
 from wholebrain.train.checkpoint import (
@@ -73,7 +79,7 @@ def test_labels_come_back_on_the_scan_grid(tiny_model: Path, head_scan: Callable
     scan = head_scan("sub-01_T1w.nii.gz")
     image = nib.load(scan)
     volume = Volume(np.asanyarray(image.dataobj).astype(np.float32), image.affine, image.header)
-    result = Segmenter(tiny_model, device="cpu").segment(volume)
+    result = Segmenter(tiny_model, device="cpu", skull_strip="off").segment(volume)
     assert result.labels.shape == image.shape
     assert result.labels.dtype == np.int16
     assert set(np.unique(result.labels)) <= set(get_protocol(FULL).ids.tolist())
@@ -81,6 +87,7 @@ def test_labels_come_back_on_the_scan_grid(tiny_model: Path, head_scan: Callable
     assert result.flip_agreement is None and result.probabilities is None
     assert result.tissue_canvas is not None and result.tissue_canvas.max() <= 3
     assert set(result.seconds) == {"conform", "network", "native"}
+    assert not result.skull_stripped and result.picture is None
 
 
 def test_float32_and_fast_precision_agree_on_most_voxels(tiny_model: Path) -> None:
@@ -126,6 +133,100 @@ def test_keep_largest_brain_component_drops_islands() -> None:
     assert labels[16:18, 16:18, 16:18].max() == 0
     assert (labels[5:7, 5:7, 5:7] == 2035).all()
     assert keep_largest_brain_component(np.zeros((4, 4, 4), np.int16)) == 0
+
+
+# --- skull-stripping whole-head scans (step 0) ----------------------------------------------
+
+
+@pytest.fixture
+def sphere_mask(monkeypatch: pytest.MonkeyPatch) -> Callable[[float], None]:
+    """Factory: make deepbet return a ball of ``radius_mm`` at the 1 mm canvas centre."""
+
+    def use(radius_mm: float) -> None:
+        def ball(image: np.ndarray, *, source: str | None = None) -> np.ndarray:
+            centre = (np.array(image.shape) - 1) / 2
+            grid = np.indices(image.shape) - centre[:, None, None, None]
+            result: np.ndarray = (grid**2).sum(0) <= radius_mm**2
+            return result
+
+        monkeypatch.setattr("wholebrain.partial.brainmask.deepbet_mask", ball)
+
+    return use
+
+
+def _world_distance_from_canvas_centre(volume: Volume) -> np.ndarray:
+    """Distance (mm) of every voxel of ``volume`` from the centre of its 1 mm canvas."""
+    from wholebrain.conform import conform
+
+    fine = conform(volume)
+    centre_vox = (np.array(fine.image.shape) - 1) / 2
+    centre_mm = fine.canvas_affine[:3, :3] @ centre_vox + fine.canvas_affine[:3, 3]
+    ijk = np.indices(volume.shape).reshape(3, -1)
+    world = volume.affine[:3, :3] @ ijk + volume.affine[:3, 3:4]
+    distance: np.ndarray = np.linalg.norm(world - centre_mm[:, None], axis=0)
+    return distance.reshape(volume.shape)
+
+
+def test_the_head_brain_mask_is_deepbets_and_2_mm_around_it(
+    phantom: Callable, sphere_mask: Callable[[float], None]
+) -> None:
+    sphere_mask(55.0)  # 0.70 L
+    data, affine = phantom("head-noise")
+    volume = Volume(data, affine)
+    brain, fine = head_brain_mask(volume)
+    assert brain is not None and brain.shape == data.shape and fine.config.spacing_mm == 1.0
+    distance = _world_distance_from_canvas_centre(volume)
+    # 2.5 mm voxels: allow one voxel of slack on either side of the 55 + 2 mm boundary.
+    assert brain[distance < 55 - 2.5].all() and not brain[distance > 57 + 2.5].any()
+    stripped = strip_skull(volume, brain)
+    assert stripped.data.dtype == data.dtype
+    assert np.array_equal(stripped.data[brain], data[brain]) and (stripped.data[~brain] == 0).all()
+    assert np.array_equal(volume.data, data)  # the input is not changed
+
+
+def test_a_mask_no_brain_could_have_is_not_used(
+    phantom: Callable, sphere_mask: Callable[[float], None], caplog: pytest.LogCaptureFixture
+) -> None:
+    sphere_mask(20.0)  # 0.03 L: deepbet found nearly nothing
+    data, affine = phantom("head-noise")
+    brain, fine = head_brain_mask(Volume(data, affine))
+    assert brain is None and fine.image.ndim == 3
+    assert "no adult brain" in caplog.text and "--skull-strip off" in caplog.text
+
+
+def test_whole_head_scans_are_stripped_before_the_network_and_others_not(
+    tiny_model: Path, phantom: Callable, sphere_mask: Callable[[float], None]
+) -> None:
+    sphere_mask(55.0)
+    segmenter = Segmenter(tiny_model, device="cpu")
+    data, affine = phantom("head-noise")
+    head = Volume(data, affine)
+    result = segmenter.segment(head)
+    assert result.skull_stripped and "skull-strip" in result.seconds
+    assert result.picture is not None  # the unmasked head, for the QC picture
+    outside = _world_distance_from_canvas_centre(head) > 57 + 2.5
+    assert result.labels[outside].max() == 0
+    assert result.labels[~outside].any()
+    brain, brain_affine = phantom("brain")
+    plain = segmenter.segment(Volume(brain, brain_affine))
+    assert not plain.skull_stripped and "skull-strip" not in plain.seconds
+    off = Segmenter(tiny_model, device="cpu", skull_strip="off").segment(head)
+    assert not off.skull_stripped and "skull-strip" not in off.seconds
+    with pytest.raises(ValueError, match="skull_strip must be"):
+        Segmenter(tiny_model, skull_strip="bet")
+
+
+@pytest.mark.shared_data
+@pytest.mark.slow
+def test_deepbet_strips_a_real_whole_head_scan(shared_data: Path) -> None:
+    from wholebrain.io import load_image
+
+    volume = load_image(shared_data / "unlabelled-t1w" / "ixi002_t1w.mgz")
+    brain, _ = head_brain_mask(volume)
+    assert brain is not None
+    kept_l = np.count_nonzero(brain) * float(np.prod(volume.spacing_mm)) / 1e6
+    assert 1.0 < kept_l < 1.8  # an adult brain and 2 mm around it; the head is ~3 L
+    assert brain[tuple(n // 2 for n in volume.shape)]
 
 
 def test_device_names_are_checked() -> None:
@@ -195,7 +296,9 @@ def test_volume_rows_refuse_ids_outside_the_protocol() -> None:
 
 
 def _run(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:
-    code = main(["segment", "--quiet", *args])
+    # The phantom head would go through deepbet first (5-10 s a scan): the command's
+    # plumbing is tested without it, skull-stripping by the tests above.
+    code = main(["segment", "--quiet", "--skull-strip", "off", *args])
     out, err = capsys.readouterr()
     return code, out, err
 

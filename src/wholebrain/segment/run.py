@@ -66,6 +66,7 @@ class SegmentOptions:
     model: str | None = None  # checkpoint path; None: the shipped model
     device: str = "auto"  # auto | cpu | cuda
     tta: bool = False  # flip test-time augmentation + per-structure agreement
+    skull_strip: str = "auto"  # auto: whole-head scans are skull-stripped first; off
 
 
 def is_bids_root(folder: Path) -> bool:
@@ -156,7 +157,9 @@ def segmenter(options: SegmentOptions) -> Segmenter:
     from wholebrain.segment.predict import Segmenter
 
     if options not in _LOADED:
-        _LOADED[options] = Segmenter(options.model, device=options.device, tta=options.tta)
+        _LOADED[options] = Segmenter(
+            options.model, device=options.device, tta=options.tta, skull_strip=options.skull_strip
+        )
     return _LOADED[options]
 
 
@@ -206,8 +209,9 @@ def segment_subject(options: SegmentOptions, item: SegmentItem) -> str:
     written = time.perf_counter() - started
     seconds = {"load": loaded, **result.seconds, "write": written}
     timing = ", ".join(f"{k} {v:.1f} s" for k, v in seconds.items())
+    stripped = "skull-stripped first, " if result.skull_stripped else ""
     return (
-        f"{structures} structures, GM {totals['Total-Grey-Matter'] / 1000:.0f} mL, "
+        f"{stripped}{structures} structures, GM {totals['Total-Grey-Matter'] / 1000:.0f} mL, "
         f"WM {totals['Total-White-Matter'] / 1000:.0f} mL, "
         f"ICV {totals['Intracranial-Volume'] / 1000:.0f} mL ({timing})"
     )
@@ -218,8 +222,11 @@ def _picture_grid(volume: Volume, result: Segmentation) -> tuple[np.ndarray, np.
 
     A model whose canvas is coarser than 1 mm (the shipped one works at 2 mm) would show a
     blurred scan; the picture instead shows the scan conformed at 1 mm with the labels the
-    user gets (those on the scan's own grid) carried onto it.
+    user gets (those on the scan's own grid) carried onto it. A whole-head scan is shown
+    whole (not skull-stripped): a brain mask that cut off brain shows as unlabelled brain.
     """
+    if result.picture is not None:  # the whole head, conformed for skull-stripping
+        return result.picture.image, result.picture.labels_to_canvas(result.labels)
     if result.conformed.config.spacing_mm <= 1.0:
         return result.conformed.image, result.canvas_labels
     from wholebrain.conform import ConformConfig, conform

@@ -174,6 +174,11 @@ def card(
             f"- Hardware: {machine}. Training time to step {last}: {seconds / 3600:.1f} h "
             "(wall clock, several sessions resumed from checkpoints)."
         )
+        if curve and max(curve, key=lambda point: point[1])[0] == checkpoint["step"]:
+            lines.append(
+                "- The shipped step is the run's best validation Dice; the validation subjects "
+                "are the ones scored below, so that choice makes the scores a little optimistic."
+            )
         if curve:
             points = ", ".join(f"{s} {d:.3f}" for s, d in curve)
             lines.append(
@@ -226,6 +231,24 @@ def card(
         rows.append(row)
     lines += table(header, rows)
     lines += [
+        "",
+        "## Reproduce",
+        "",
+        "```bash",
+        "# the cohort and the run: see the comments at the top of configs/shipped-cpu.toml",
+        "wholebrain train configs/shipped-cpu.toml --resume",
+        'python -c "from wholebrain.train.checkpoint import export_for_inference as e; '
+        "e('out/runs/shipped-cpu-2mm/best.pt', 'dkt-aseg.pt')\"",
+        "wholebrain segment val.csv -o out/eval/seg --model dkt-aseg.pt  "
+        "# val.csv: subject,image rows of sub-09, sub-10",
+        "wholebrain evaluate --pred out/eval/seg/sub-{09,10}_desc-wholebrain_dseg.nii.gz \\",
+        "    --ref ../shared/data/mindboggle-oasis-trt-20-dev/sub-{09,10}/labels_dkt31_aseg.nii.gz"
+        " \\",
+        "    --ref-format mindboggle --ref-brain "
+        "../shared/data/mindboggle-oasis-trt-20-dev/sub-{09,10}/t1w_brain.nii.gz -o val.tsv",
+        "python benchmarks/model_card.py --model dkt-aseg.pt --run out/runs/shipped-cpu-2mm "
+        "--eval val.tsv --baseline out/eval/jlf.tsv  # jlf: benchmarks/jlf_baseline.py",
+        "```",
         "",
         "## Licence",
         "",

@@ -119,14 +119,21 @@ def main(argv: list[str]) -> int:
     header(
         "wholebrain segment benchmark (file in -> 4 files out)", ["benchmarks/segment.py", *argv]
     )
-    missing = [name for name, path in SCANS.items() if not path.is_file()]
+    scans = dict(SCANS)
+    try:  # the README's example (segment --example): nilearn's ICBM152 T1
+        from wholebrain.examples import icbm152_path
+
+        scans["icbm152 (README example, 197x233x189 1 mm)"] = icbm152_path("t1")
+    except Exception as error:  # nilearn not installed
+        print(f"skipped the README example: {error}")
+    missing = [name for name, path in scans.items() if not path.is_file()]
     if missing:
         print(f"skipped (not in {DATA}): {', '.join(missing)}")
     print(
         f"{'scan':44} {'model load':>10} {'segment':>9} {'peak RSS':>9}  "
         f"{'device':8} stages of the last repeat"
     )
-    for name, path in SCANS.items():
+    for name, path in scans.items():
         if not path.is_file():
             continue
         command = [sys.executable, __file__, "--worker", str(path), "--device", args.device]

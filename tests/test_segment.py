@@ -410,21 +410,83 @@ def test_a_missing_model_is_one_clear_line(
     assert len(stderr.strip().splitlines()) == 1
 
 
-def test_without_a_model_the_error_says_none_ships(
-    head_scan: Callable, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+def test_a_missing_shipped_model_is_one_clear_line(
+    head_scan: Callable,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    from wholebrain.models import shipped_model_path
-
-    try:
-        shipped_model_path()
-    except Exception:
-        pass
-    else:  # pragma: no cover - once a model ships, test_example covers the default
-        pytest.skip("a model ships with this version")
+    monkeypatch.setattr("wholebrain.models.SHIPPED_MODEL", "removed.pt")
     scan = head_scan("s_T1w.nii.gz")
     code, _, stderr = _run(capsys, str(scan), "-o", str(tmp_path / "out"))
-    assert code == 1 and "ships no model" in stderr and "--model" in stderr
+    assert code == 1 and "removed.pt" in stderr and "--model" in stderr
     assert len(stderr.strip().splitlines()) == 1
+
+
+def test_the_shipped_model_is_a_small_float16_dkt_aseg_checkpoint_with_its_licence() -> None:
+    from wholebrain.models import shipped_model_path
+
+    path = shipped_model_path()
+    assert path.stat().st_size < 30e6
+    payload = torch.load(path, map_location="cpu", weights_only=False)
+    weights = payload["model"]["state_dict"]
+    assert {t.dtype for t in weights.values() if t.is_floating_point()} == {torch.float16}
+    _, info = load_checkpoint(path)
+    assert info.full_protocol == FULL and info.heads[FULL] == 99
+    licence = (path.parent / "LICENSE-model.txt").read_text()
+    assert "CC BY-NC-SA" in licence and "Mindboggle" in licence
+
+
+# Centres (mm, RAS) of two deep structures in MNI space, where the ICBM152 template lies,
+# and how far a centroid may be from them: a model that swaps sides or axes fails here.
+_MNI_CENTRES = {
+    "Left-Putamen": (-25.0, 2.0, 0.0),
+    "Right-Putamen": (25.0, 2.0, 0.0),
+    "Left-Thalamus": (-11.0, -18.0, 7.0),
+    "Right-Thalamus": (11.0, -18.0, 7.0),
+}
+_MNI_TOLERANCE_MM = 10.0
+
+
+@pytest.mark.slow
+def test_example_segments_the_icbm152_template_with_the_shipped_model(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    pytest.importorskip("nilearn", reason="the example scan ships inside nilearn")
+    code, stdout, stderr = _run(capsys, "--example", "-o", str(tmp_path))
+    assert code == 0, stderr
+    assert "dkt-aseg" in stdout and "outputs:" in stdout
+    (dseg,) = tmp_path.glob("*_desc-wholebrain_dseg.nii.gz")
+    stem = dseg.name.removesuffix("_desc-wholebrain_dseg.nii.gz")
+    assert all(path.is_file() for path in outputs_for(tmp_path, stem))
+    from wholebrain.examples import icbm152_path
+
+    template = nib.load(icbm152_path("t1"))
+    labels_image = nib.load(dseg)
+    assert labels_image.shape == template.shape
+    assert np.allclose(labels_image.affine, template.affine)
+    labels = np.asarray(labels_image.dataobj)
+    protocol = get_protocol(FULL)
+    present = set(np.unique(labels).tolist()) - {0}
+    assert present <= set(protocol.ids.tolist()) and len(present) >= 60
+    brain_ml = np.count_nonzero(labels) / 1000  # 1 mm voxels
+    assert 1000 < brain_ml < 2100  # the ICBM152 brain, a little larger than the average one
+    ids = dict(zip(protocol.names, protocol.ids.tolist(), strict=True))
+
+    def centre(mask: np.ndarray) -> np.ndarray:
+        assert mask.any()
+        world: np.ndarray = template.affine[:3, :3] @ np.argwhere(mask).mean(0)
+        return world + template.affine[:3, 3]
+
+    for name, expected in _MNI_CENTRES.items():
+        found = centre(labels == ids[name])
+        assert np.linalg.norm(found - np.array(expected)) < _MNI_TOLERANCE_MM, (name, found)
+    left_cortex = centre((labels >= 1000) & (labels < 2000))
+    right_cortex = centre(labels >= 2000)
+    assert left_cortex[0] < -20 and right_cortex[0] > 20  # x: the hemispheres
+    cerebellum = centre(np.isin(labels, [ids["Left-Cerebellum-Cortex"]]))
+    thalamus = centre(labels == ids["Left-Thalamus"])
+    assert cerebellum[1] < thalamus[1] - 20 and cerebellum[2] < thalamus[2] - 20  # y, z
 
 
 def test_posteriors_file_opens_with_nibabel(

@@ -1,11 +1,10 @@
-"""The model shipped inside the package, when there is one (see README, Status).
+"""The model shipped inside the package: ``dkt-aseg.pt`` and its licence.
 
 A shipped model is a ``wholebrain train`` checkpoint reduced to what inference needs
 (``train.checkpoint.export_for_inference``: float16 weights, label tables, canvas, training
-config), stored here as ``dkt-aseg.pt`` with its model card in docs/model_card.md. None ships
-yet: the first CPU-trained attempts were far from usable (README, Status), and a model that
-labels every brain as white matter would be worse than none. Until then ``wholebrain
-segment`` needs ``--model``.
+config). How it was trained and how accurate it is on subjects it never saw: docs/model_card.md
+(written by benchmarks/model_card.py from measurements). Its weights are a work derived from
+Mindboggle-101 and carry that data's licence, CC BY-NC-SA 3.0 (``LICENSE-model.txt`` here).
 """
 
 from __future__ import annotations
@@ -23,14 +22,14 @@ def shipped_model_path() -> Path:
     """The shipped checkpoint's path.
 
     Raises:
-        InputError: no model ships with this installation.
+        InputError: the file is missing from this installation.
     """
     path = Path(__file__).parent / SHIPPED_MODEL
     if not path.is_file():
         raise InputError(
             "--model",
             "a trained model: a checkpoint, or the one shipped with wholebrain",
-            "no --model, and this version of wholebrain ships no model yet",
-            "train one (wholebrain train CONFIG.toml) and pass --model RUN/best.pt",
+            f"no --model, and the shipped model {path} is missing from this installation",
+            "reinstall wholebrain, or pass --model RUN/best.pt",
         )
     return path

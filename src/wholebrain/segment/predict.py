@@ -330,7 +330,8 @@ def head_brain_mask(volume: Volume) -> tuple[np.ndarray | None, Conformed]:
             litres,
         )
         return None, fine
-    brain = ndimage.binary_dilation(brain, iterations=_MASK_MARGIN_MM)
+    margin_vox = max(1, round(_MASK_MARGIN_MM / fine.config.spacing_mm))
+    brain = ndimage.binary_dilation(brain, iterations=margin_vox)
     native: np.ndarray = fine.to_native(brain.astype(np.uint8)) > 0
     log.debug("%s: skull-stripped: brain mask %.2f L (deepbet)", volume.name, litres)
     return native, fine

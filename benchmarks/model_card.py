@@ -92,6 +92,25 @@ def manifest_counts(manifest: Path) -> Counter[str]:
     return counts
 
 
+def read_ceiling(path: Path, spacing: float) -> dict[str, float] | None:
+    """The ``mean`` row of benchmarks/grid_ceiling.py's output at ``spacing`` mm, or None.
+
+    Returns {"cortical", "subcortical", "all"} Dice of the manual labels sent through a canvas of
+    that spacing and back: the best any network on that grid could score.
+    """
+    if not path.is_file():
+        return None
+    for line in path.read_text().splitlines():
+        fields = line.split()
+        if len(fields) >= 7 and fields[2] == "mean":
+            try:
+                if math.isclose(float(fields[0]), spacing):
+                    return dict(zip(GROUPS, map(float, fields[3:6]), strict=True))
+            except ValueError:
+                continue
+    return None
+
+
 def fmt(value: float, digits: int = 3) -> str:
     return "n/a" if math.isnan(value) else f"{value:.{digits}f}"
 
@@ -110,6 +129,7 @@ def card(
     run: Path | None,
     machine: str,
     target: float = 0.80,
+    ceiling: dict[str, float] | None = None,
 ) -> str:
     config = checkpoint["train_config"]
     conform = checkpoint["conform"]
@@ -154,7 +174,16 @@ def card(
         "and synthetic whole heads: expect it to be less accurate on children, lesions, "
         "other contrasts and strong motion. Look at the QC picture of every scan.",
         f"- A {spacing:g} mm network: labels are drawn on {spacing:g} mm voxels and carried to "
-        "the scan's grid by vote, so thin structures (the cortical ribbon) lose detail.",
+        "the scan's grid by vote, so thin structures (the cortical ribbon) lose detail."
+        + (
+            f" Even the manual labels, sent through this canvas and back, score only mean Dice "
+            f"{fmt(ceiling['all'])} (cortical {fmt(ceiling['cortical'])}, subcortical "
+            f"{fmt(ceiling['subcortical'])}) against themselves: the ceiling of any "
+            f"{spacing:g} mm network (`benchmarks/grid_ceiling.py`, "
+            "`benchmarks/results/grid_ceiling.txt`)."
+            if ceiling
+            else ""
+        ),
         "",
         "## Training",
         "",
@@ -288,6 +317,12 @@ def main() -> None:
     parser.add_argument("--baseline-name", default="baseline")
     parser.add_argument("--machine", default=f"{platform.processor() or 'CPU'}")
     parser.add_argument("--target", type=float, default=0.80, help="mean Dice to meet")
+    parser.add_argument(
+        "--ceiling",
+        type=Path,
+        default=ROOT / "benchmarks" / "results" / "grid_ceiling.txt",
+        help="benchmarks/grid_ceiling.py output: the best Dice of the model's canvas grid",
+    )
     parser.add_argument("-o", "--output", type=Path, default=ROOT / "docs" / "model_card.md")
     args = parser.parse_args()
 
@@ -305,6 +340,7 @@ def main() -> None:
         args.run,
         args.machine,
         args.target,
+        read_ceiling(args.ceiling, float(checkpoint["conform"]["spacing_mm"])),
     )
     args.output.write_text(text)
     print(f"wrote {args.output} (mean Dice all {fmt(scores.groups['all'])})")

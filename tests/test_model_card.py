@@ -1,0 +1,89 @@
+"""benchmarks/model_card.py reads what the other tools write: ``wholebrain evaluate`` tables and
+benchmarks/grid_ceiling.py rows; its verdict follows the target and the baseline."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from wholebrain.evaluate import Evaluation, evaluate_pair
+from wholebrain.io import Volume
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "benchmarks"))
+
+import grid_ceiling  # noqa: E402  (scripts beside machine.py, not a package)
+import model_card  # noqa: E402
+
+
+def test_ceiling_rows_written_by_grid_ceiling_are_read_back(tmp_path: Path) -> None:
+    def means(
+        cortical: float, subcortical: float, everything: float
+    ) -> dict[str, dict[str, float]]:
+        return {
+            "cortical": {"dice": cortical, "hd95": 1.0},
+            "subcortical": {"dice": subcortical, "hd95": 1.0},
+            "all": {"dice": everything, "hd95": 1.1},
+        }
+
+    lines = [
+        "# wholebrain canvas-grid ceiling",
+        grid_ceiling._row(1.5, (128, 160, 160), "sub-01", means(0.9, 0.95, 0.91), 3.0),
+        grid_ceiling._row(1.5, (128, 160, 160), "mean", means(0.88, 0.906, 0.878), None),
+        grid_ceiling._row(2.0, (96, 112, 112), "sub-01", means(0.5, 0.5, 0.5), 2.0),
+        grid_ceiling._row(2.0, (96, 112, 112), "mean", means(0.824, 0.863, 0.821), None),
+    ]
+    path = tmp_path / "grid_ceiling.txt"
+    path.write_text("\n".join(lines) + "\n")
+
+    assert model_card.read_ceiling(path, 2.0) == {
+        "cortical": 0.824,
+        "subcortical": 0.863,
+        "all": 0.821,
+    }
+    assert model_card.read_ceiling(path, 1.5) == {
+        "cortical": 0.88,
+        "subcortical": 0.906,
+        "all": 0.878,
+    }
+    assert model_card.read_ceiling(path, 1.0) is None
+    assert model_card.read_ceiling(tmp_path / "absent.txt", 2.0) is None
+
+
+def test_scores_are_the_mean_rows_of_an_evaluate_table(tmp_path: Path) -> None:
+    # Left thalamus (10), right thalamus (49) and one DKT region (1002); the prediction shifts
+    # the thalamus by one voxel and misses half of the cortical block.
+    ref = np.zeros((20, 20, 20), np.int32)
+    ref[2:8, 2:8, 2:8] = 10
+    ref[12:18, 2:8, 2:8] = 49
+    ref[2:8, 12:18, 2:8] = 1002
+    pred = ref.copy()
+    pred[2:8, 2:8, 2:8] = 0
+    pred[3:9, 2:8, 2:8] = 10
+    pred[2:5, 12:18, 2:8] = 0
+    evaluation = Evaluation(
+        "dkt-aseg", (evaluate_pair(Volume(pred, np.eye(4)), Volume(ref, np.eye(4))),)
+    )
+    table = evaluation.write_tsv(tmp_path / "val.tsv")
+
+    scores = model_card.read_scores(table)
+
+    assert scores.structures[10][1] == pytest.approx(5 / 6, abs=1e-5)
+    assert scores.structures[49][1] == pytest.approx(1.0, abs=1e-5)
+    assert scores.structures[1002][1] == pytest.approx(2 * 108 / (108 + 216), abs=1e-5)
+    assert scores.groups["subcortical"] == pytest.approx((5 / 6 + 1.0) / 2, abs=1e-5)
+    assert scores.groups["cortical"] == pytest.approx(2 * 108 / (108 + 216), abs=1e-5)
+    assert scores.groups["all"] == pytest.approx(
+        (5 / 6 + 1.0 + 2 * 108 / (108 + 216)) / 3, abs=1e-5
+    )
+
+
+def test_verdict_needs_the_target_and_the_baseline() -> None:
+    baseline = model_card.Scores([], {"all": 0.85, "cortical": 0.8, "subcortical": 0.9}, {}, {})
+    assert "does not meet" in model_card.verdict(0.578, None, 0.80)
+    assert "does not meet" in model_card.verdict(0.82, baseline, 0.80)
+    assert "meets the project's target" in model_card.verdict(0.86, baseline, 0.80)
+    assert "meets the project's target" in model_card.verdict(0.81, None, 0.80)

@@ -561,7 +561,9 @@ def run_network(
     used = resolve_device(device)
     if used.type == "cpu" and config.cpu_threads:
         torch.set_num_threads(config.cpu_threads)
-    segmenter = Segmenter(last, device=device)
+    # One pass (no flip averaging): the runs scored before flip TTA became segment's default
+    # stay comparable with the ones scored after; it would help every method alike.
+    segmenter = Segmenter(last, device=device, tta=False)
     results, seconds = [], []
     for subject in unit.test:
         scan = subjects.scan(subject)

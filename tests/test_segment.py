@@ -79,7 +79,7 @@ def test_labels_come_back_on_the_scan_grid(tiny_model: Path, head_scan: Callable
     scan = head_scan("sub-01_T1w.nii.gz")
     image = nib.load(scan)
     volume = Volume(np.asanyarray(image.dataobj).astype(np.float32), image.affine, image.header)
-    result = Segmenter(tiny_model, device="cpu", skull_strip="off").segment(volume)
+    result = Segmenter(tiny_model, device="cpu", tta=False, skull_strip="off").segment(volume)
     assert result.labels.shape == image.shape
     assert result.labels.dtype == np.int16
     assert set(np.unique(result.labels)) <= set(get_protocol(FULL).ids.tolist())
@@ -311,8 +311,8 @@ def test_segment_writes_the_four_files_on_the_input_grid_and_skips_when_done(
 ) -> None:
     scan = head_scan("scans/sub-01_T1w.nii.gz")
     out = tmp_path / "out"
-    code, stdout, _ = _run(capsys, str(scan), "-o", str(out), "--model", str(tiny_model), "--tta")
-    assert code == 0, stdout
+    code, stdout, _ = _run(capsys, str(scan), "-o", str(out), "--model", str(tiny_model))
+    assert code == 0, stdout  # flip test-time augmentation is the default
     dseg, table, volumes, qc = outputs_for(out, "sub-01")
     for path in (dseg, table, volumes, qc):
         assert path.is_file(), path
@@ -330,8 +330,12 @@ def test_segment_writes_the_four_files_on_the_input_grid_and_skips_when_done(
     code, stdout, _ = _run(capsys, str(scan), "-o", str(out), "--model", str(tiny_model))
     assert code == 0 and "1 skipped" in stdout
     assert dseg.stat().st_mtime_ns == before
-    code, stdout, _ = _run(capsys, str(scan), "-o", str(out), "--model", str(tiny_model), "--force")
+    code, stdout, _ = _run(
+        capsys, str(scan), "-o", str(out), "--model", str(tiny_model), "--force", "--no-tta"
+    )
     assert code == 0 and "1 done" in stdout
+    agreement = [line.split("\t")[3] for line in volumes.read_text().splitlines()[1:]]
+    assert set(agreement) == {"n/a"}  # one pass: nothing to agree with
 
 
 def test_one_bad_scan_does_not_stop_the_others(

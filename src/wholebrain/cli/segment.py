@@ -2,7 +2,7 @@
 
     wholebrain segment --example -o out/                  # nilearn's ICBM152 T1, shipped model
     wholebrain segment sub-01_T1w.nii.gz -o out/
-    wholebrain segment scans/ -o out/ --tta                # a folder of scans
+    wholebrain segment scans/ -o out/ --no-tta             # a folder of scans, one pass each
     wholebrain segment bids_root/ -o derivatives/wholebrain/   # BIDS: mirrors sub-*/ses-*/anat
     wholebrain segment scans/ -o out/ --shard ${SLURM_ARRAY_TASK_ID}/16 --device cuda
 
@@ -52,9 +52,12 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[
     )
     parser.add_argument(
         "--tta",
-        action="store_true",
-        help="also segment the left-right mirrored scan and average (2x network time); adds "
-        "a per-structure flip agreement (Dice of the two passes) to the volume table",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="also segment the left-right mirrored scan and average (default; 2x network time, "
+        "~2 s on a CPU: mean Dice +0.025 and HD95 10.2 -> 6.9 mm on held-out Mindboggle "
+        "subjects) and write a per-structure flip agreement (Dice of the two passes) in the "
+        "volume table; --no-tta: one pass",
     )
     parser.add_argument(
         "--skull-strip",

@@ -123,7 +123,9 @@ class Segmenter:
         model_path: a checkpoint written by ``wholebrain train`` (``best.pt``/``last.pt``) or
             the shipped model (None).
         device: ``auto``, ``cpu`` or ``cuda``.
-        tta: also segment the left-right mirrored scan and average (twice the network time).
+        tta: also segment the left-right mirrored scan and average (twice the network time;
+            the default: on held-out Mindboggle subjects mean Dice 0.578 -> 0.603 and HD95
+            10.2 -> 6.9 mm with the step-3450 model).
         skull_strip: ``auto`` (whole-head scans are skull-stripped first, step 0) or ``off``.
         precision: ``auto`` (bf16/fp16 where the device has fast units for it) or ``float32``.
 
@@ -137,7 +139,7 @@ class Segmenter:
         model_path: str | Path | None = None,
         *,
         device: str = "auto",
-        tta: bool = False,
+        tta: bool = True,
         skull_strip: str = "auto",
         precision: str = "auto",
     ) -> None:

@@ -65,7 +65,7 @@ class SegmentOptions:
 
     model: str | None = None  # checkpoint path; None: the shipped model
     device: str = "auto"  # auto | cpu | cuda
-    tta: bool = False  # flip test-time augmentation + per-structure agreement
+    tta: bool = True  # flip test-time augmentation + per-structure agreement
     skull_strip: str = "auto"  # auto: whole-head scans are skull-stripped first; off
 
 

@@ -38,7 +38,7 @@ class VolumeRow:
     index: int | str  # label id, or "total" for the summary rows
     name: str
     volume_mm3: float
-    flip_agreement: float | None = None  # flip test-time-augmentation Dice; None without --tta
+    flip_agreement: float | None = None  # flip test-time-augmentation Dice; None with --no-tta
     source: str = "labels"  # what the volume was counted from
 
 

@@ -124,8 +124,8 @@ class Segmenter:
             the shipped model (None).
         device: ``auto``, ``cpu`` or ``cuda``.
         tta: also segment the left-right mirrored scan and average (twice the network time;
-            the default: on held-out Mindboggle subjects mean Dice 0.578 -> 0.603 and HD95
-            10.2 -> 6.9 mm with the step-3450 model).
+            the default: on held-out Mindboggle subjects mean Dice 0.637 -> 0.652 and HD95
+            6.7 -> 5.4 mm with the shipped step-5400 model, benchmarks/results/cpu_model_eval.txt).
         skull_strip: ``auto`` (whole-head scans are skull-stripped first, step 0) or ``off``.
         precision: ``auto`` (bf16/fp16 where the device has fast units for it) or ``float32``.
 

@@ -54,10 +54,10 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[
         "--tta",
         action=argparse.BooleanOptionalAction,
         default=True,
-        help="also segment the left-right mirrored scan and average (default; 2x network time, "
-        "~2 s on a CPU: mean Dice 0.637 -> 0.652 and HD95 6.7 -> 5.4 mm on held-out "
-        "Mindboggle subjects with the shipped model) and write a per-structure flip agreement (Dice of the two passes) in the "
-        "volume table; --no-tta: one pass",
+        help="also segment the left-right mirrored scan and average (default; ~5 s more on a "
+        "2-core CPU: mean Dice 0.637 -> 0.652 and HD95 6.7 -> 5.4 mm on held-out Mindboggle "
+        "subjects with the shipped model) and write a per-structure flip agreement (Dice of "
+        "the two passes) in the volume table; --no-tta: one pass",
     )
     parser.add_argument(
         "--skull-strip",

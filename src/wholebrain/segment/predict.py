@@ -123,7 +123,7 @@ class Segmenter:
         model_path: a checkpoint written by ``wholebrain train`` (``best.pt``/``last.pt``) or
             the shipped model (None).
         device: ``auto``, ``cpu`` or ``cuda``.
-        tta: also segment the left-right mirrored scan and average (twice the network time;
+        tta: also segment the left-right mirrored scan and average (~4x the network stage on a CPU;
             the default: on held-out Mindboggle subjects mean Dice 0.637 -> 0.652 and HD95
             6.7 -> 5.4 mm with the shipped step-5400 model, benchmarks/results/cpu_model_eval.txt).
         skull_strip: ``auto`` (whole-head scans are skull-stripped first, step 0) or ``off``.

@@ -120,11 +120,12 @@ def main(argv: list[str]) -> int:
         "wholebrain segment benchmark (file in -> 4 files out)", ["benchmarks/segment.py", *argv]
     )
     scans = dict(SCANS)
-    try:  # the README's example (segment --example): nilearn's ICBM152 T1
-        from wholebrain.examples import icbm152_path
+    from wholebrain.errors import InputError
+    from wholebrain.examples import icbm152_path
 
+    try:  # the README's example (segment --example): nilearn's ICBM152 T1
         scans["icbm152 (README example, 197x233x189 1 mm)"] = icbm152_path("t1")
-    except Exception as error:  # nilearn not installed
+    except InputError as error:  # nilearn not installed, or its copy lacks the template
         print(f"skipped the README example: {error}")
     missing = [name for name, path in scans.items() if not path.is_file()]
     if missing:

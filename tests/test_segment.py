@@ -112,6 +112,35 @@ def test_flip_tta_is_exactly_mirror_equivariant(tiny_model: Path) -> None:
     assert finite.size and ((finite >= 0) & (finite <= 1)).all()
 
 
+def test_flip_tta_is_the_mean_of_the_plain_and_the_swapped_mirrored_probabilities(
+    tiny_model: Path,
+) -> None:
+    # The reference, written the slow obvious way on whole-canvas float32 tensors: what the
+    # slab loop (class-last rows, weight-swapped mirrored head) must reproduce.
+    segmenter = Segmenter(tiny_model, device="cpu", tta=True, precision="float32")
+    canvas = np.random.default_rng(3).random((48, 56, 48), dtype=np.float32)
+    image = torch.from_numpy(canvas)[None, None]
+    swap = torch.as_tensor(flip_permutation(FULL))
+    with torch.inference_mode():
+        plain = segmenter.model(image)
+        mirrored = segmenter.model(image.flip(2))
+    p_plain = torch.softmax(plain[FULL], 1)[0]
+    p_mirrored = torch.softmax(mirrored[FULL], 1)[0].flip(1)[swap]
+    expected = ((p_plain + p_mirrored) / 2).argmax(0).numpy()
+    a, b = p_plain.argmax(0).numpy(), p_mirrored.argmax(0).numpy()
+
+    classes, probabilities, agreement, tissue = segmenter._predict(canvas, True)
+    assert (classes == expected).mean() > 0.999  # float sums in another order: rare ties
+    mean = ((p_plain + p_mirrored) / 2 * 255).numpy()
+    assert probabilities is not None and np.abs(probabilities - mean).max() <= 0.51
+    assert agreement is not None
+    for index in (0, 1, int(np.bincount(a.ravel()).argmax())):
+        sizes = (a == index).sum() + (b == index).sum()
+        dice = 2 * ((a == index) & (b == index)).sum() / sizes if sizes else np.nan
+        np.testing.assert_allclose(agreement[index], dice, atol=1e-3, equal_nan=True)
+    assert tissue is not None and (tissue == plain["tissue"][0].argmax(0).numpy()).all()
+
+
 def test_posteriors_are_probabilities_on_the_canvas(tiny_model: Path) -> None:
     canvas = np.random.default_rng(2).random((48, 56, 48), dtype=np.float32)
     classes, probabilities, _, _ = Segmenter(tiny_model, device="cpu")._predict(canvas, True)

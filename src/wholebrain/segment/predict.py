@@ -27,6 +27,7 @@ float32. On CUDA it runs in bf16 where supported, else fp16.
 from __future__ import annotations
 
 import contextlib
+import copy
 import logging
 import time
 from collections.abc import Callable, Iterator
@@ -245,11 +246,9 @@ class Segmenter:
         None, tissue-head classes or None; all on the canvas."""
         full = self.info.full_protocol
         num_classes = self.info.heads[full]
-        passes = [self._features(canvas, mirrored=False)]
-        swap = None
+        passes = [(self._features(canvas, mirrored=False), self.model.heads[full])]
         if self.tta:
-            passes.append(self._features(canvas, mirrored=True))
-            swap = torch.as_tensor(flip_permutation(full), device=self.device)
+            passes.append((self._features(canvas, mirrored=True), self._mirrored_head(full)))
         shape = canvas.shape
         classes = np.empty(shape, np.uint8)
         probabilities = np.empty((num_classes, *shape), np.uint8) if posteriors else None
@@ -257,30 +256,31 @@ class Segmenter:
         # Per-class intersection and sizes of the two passes' labels, summed over slabs.
         overlap = torch.zeros((3, num_classes), dtype=torch.float64, device=self.device)
         for part in _slabs(shape[0], _SLAB_VOX):
-            per_pass = []
-            for index, features in enumerate(passes):
-                logits = self._head(full, features[:, :, part])
-                if index == 1 and swap is not None:  # mirrored: Left-X is Right-X's channel
-                    logits = logits[:, swap]
-                # One pass without posteriors: the argmax of the logits is that of the
-                # probabilities: the softmax over 99 channels would only cost time.
-                needs_softmax = len(passes) > 1 or probabilities is not None
-                per_pass.append(torch.softmax(logits, dim=1) if needs_softmax else logits)
-            mean = per_pass[0] if len(per_pass) == 1 else (per_pass[0] + per_pass[1]) / 2
-            best = mean.argmax(1)[0]
-            classes[part] = best.to(torch.uint8).cpu().numpy()
-            if probabilities is not None:
-                scaled = (mean[0] * 255).round().to(torch.uint8)
-                probabilities[:, part] = scaled.cpu().numpy()
-            if len(per_pass) == 2:
-                a, b = per_pass[0].argmax(1).flatten(), per_pass[1].argmax(1).flatten()
+            logits = [
+                _class_last(head, features[:, :, part], self._autocast) for features, head in passes
+            ]
+            if len(logits) == 1 and probabilities is None:
+                # The argmax of the logits is that of the probabilities: no softmax needed.
+                best = logits[0].argmax(-1)
+            else:
+                total = torch.softmax(logits[0], dim=-1)
+                for more in logits[1:]:
+                    total.add_(torch.softmax(more, dim=-1))
+                best = total.argmax(-1)  # of the sum: the same as of the mean
+                if probabilities is not None:
+                    scaled = (total[0] * (255 / len(logits))).round_().to(torch.uint8)
+                    probabilities[:, part] = scaled.permute(3, 0, 1, 2).cpu().numpy()
+            classes[part] = best[0].to(torch.uint8).cpu().numpy()
+            if len(logits) == 2:
+                a, b = logits[0].argmax(-1).flatten(), logits[1].argmax(-1).flatten()
                 ones = torch.ones_like(a, dtype=torch.float64)
                 overlap[0].index_add_(0, a[a == b], ones[a == b])
                 overlap[1].index_add_(0, a, ones)
                 overlap[2].index_add_(0, b, ones)
             if tissue is not None:
-                tissue_logits = self._head("tissue", passes[0][:, :, part])
-                tissue[part] = tissue_logits.argmax(1)[0].to(torch.uint8).cpu().numpy()
+                tissue_head = self.model.heads["tissue"]
+                tissue_logits = _class_last(tissue_head, passes[0][0][:, :, part], self._autocast)
+                tissue[part] = tissue_logits.argmax(-1)[0].to(torch.uint8).cpu().numpy()
         agreement = None
         if self.tta:
             sizes = overlap[1] + overlap[2]
@@ -288,12 +288,39 @@ class Segmenter:
             agreement = dice.cpu().numpy()
         return classes, probabilities, agreement, tissue
 
-    def _head(self, name: str, features: torch.Tensor) -> torch.Tensor:
-        """Float32 logits of one head on a slab of trunk features."""
-        head: Callable[[torch.Tensor], torch.Tensor] = self.model.heads[name]
-        with self._autocast():
-            logits = head(features)
-        return logits.float()
+    def _mirrored_head(self, name: str) -> torch.nn.Module:
+        """The head ``name`` with its output channels swapped left <-> right.
+
+        On the mirrored pass's features (flipped back) it gives the logits in the plain pass's
+        class order: Left-X's channel holds what the plain head calls Right-X. The heads are
+        1x1x1 convolutions, so permuting their weight rows once replaces a gather over the 99
+        channels of every voxel (0.3 s of the 2 mm canvas on 2 cores).
+        """
+        head = self.model.heads[name]
+        swap = torch.as_tensor(flip_permutation(name), device=self.device)
+        mirrored = copy.deepcopy(head)
+        with torch.no_grad():
+            for own, source in zip(mirrored.parameters(), head.parameters(), strict=True):
+                own.copy_(source[swap])
+        return mirrored
+
+
+def _class_last(
+    head: Callable[[torch.Tensor], torch.Tensor],
+    features: torch.Tensor,
+    autocast: Callable[[], contextlib.AbstractContextManager[object]],
+) -> torch.Tensor:
+    """Float32 logits (1, X, Y, Z, K) of one head on a slab of trunk features (1, F, X, Y, Z).
+
+    Classes last: softmax and argmax over the contiguous last axis are 2-5x faster on a CPU
+    than over the channel axis (one 16x112x112 slab, 99 classes, 1 thread: softmax 0.11 s
+    against 0.57 s, argmax 0.09 s against 0.18 s). Channels-last convolutions (the bf16 CPU
+    path) already write them that way, so this is a view there and a copy elsewhere.
+    """
+    with autocast():
+        logits = head(features)
+    rows = logits.float().movedim(1, -1)
+    return rows if rows.is_contiguous() else rows.contiguous()
 
 
 def _slabs(size: int, step: int) -> Iterator[slice]:

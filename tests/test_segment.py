@@ -131,7 +131,7 @@ def test_flip_tta_is_the_mean_of_the_plain_and_the_swapped_mirrored_probabilitie
 
     classes, probabilities, agreement, tissue = segmenter._predict(canvas, True)
     assert (classes == expected).mean() > 0.999  # float sums in another order: rare ties
-    mean = ((p_plain + p_mirrored) / 2 * 255).numpy()
+    mean = ((p_plain + p_mirrored) / 2 * 255).permute(1, 2, 3, 0).numpy()  # classes last
     assert probabilities is not None and np.abs(probabilities - mean).max() <= 0.51
     assert agreement is not None
     for index in (0, 1, int(np.bincount(a.ravel()).argmax())):
@@ -141,15 +141,48 @@ def test_flip_tta_is_the_mean_of_the_plain_and_the_swapped_mirrored_probabilitie
     assert tissue is not None and (tissue == plain["tissue"][0].argmax(0).numpy()).all()
 
 
+def test_scored_boundaries_drop_islands_and_match_votes_on_one_hot_probabilities(
+    tiny_model: Path, head_scan: Callable, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A crafted network output: a brain block (class 5) and an island (class 7) apart from
+    # it, both certain. The island is dropped on the canvas; its probabilities must not
+    # bring it back between canvas voxels on the scan's grid.
+    classes = np.zeros((48, 56, 48), np.uint8)
+    classes[10:30, 10:40, 10:30] = 5
+    classes[38:44, 45:52, 38:44] = 7
+    probabilities = np.eye(99, dtype=np.uint8)[classes] * 255
+
+    def predict(canvas: np.ndarray, posteriors: bool) -> tuple:
+        return classes.copy(), probabilities.copy() if posteriors else None, None, None
+
+    image = nib.load(head_scan("sub-01_T1w.nii.gz"))
+    volume = Volume(np.asanyarray(image.dataobj).astype(np.float32), image.affine, image.header)
+    labels = {}
+    for boundaries in ("probabilities", "labels"):
+        segmenter = Segmenter(
+            tiny_model, device="cpu", tta=False, skull_strip="off", boundaries=boundaries
+        )
+        monkeypatch.setattr(segmenter, "_predict", predict)
+        labels[boundaries] = segmenter.segment(volume).labels
+    protocol = get_protocol(FULL)
+    brain, island = int(protocol.ids[5]), int(protocol.ids[7])
+    for found in labels.values():
+        assert brain in found and island not in found
+    # One-hot probabilities interpolate to the one-hot votes.
+    assert (labels["probabilities"] == labels["labels"]).mean() > 0.999
+    with pytest.raises(ValueError, match="boundaries must be one of"):
+        Segmenter(tiny_model, device="cpu", boundaries="nearest")
+
+
 def test_posteriors_are_probabilities_on_the_canvas(tiny_model: Path) -> None:
     canvas = np.random.default_rng(2).random((48, 56, 48), dtype=np.float32)
     classes, probabilities, _, _ = Segmenter(tiny_model, device="cpu")._predict(canvas, True)
-    assert probabilities is not None and probabilities.shape == (99, 48, 56, 48)
-    total = probabilities.sum(0, dtype=np.int64)
+    assert probabilities is not None and probabilities.shape == (48, 56, 48, 99)
+    total = probabilities.sum(-1, dtype=np.int64)
     assert np.abs(total - 255).max() <= 99 // 2 + 1  # each class rounded to 1/255
     # The label is the most probable class, up to the rounding to 1/255.
-    chosen = np.take_along_axis(probabilities, classes[None].astype(np.intp), 0)[0]
-    assert (chosen.astype(int) >= probabilities.max(0).astype(int) - 1).all()
+    chosen = np.take_along_axis(probabilities, classes[..., None].astype(np.intp), -1)[..., 0]
+    assert (chosen.astype(int) >= probabilities.max(-1).astype(int) - 1).all()
 
 
 def test_keep_largest_brain_component_drops_islands() -> None:

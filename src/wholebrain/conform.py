@@ -169,7 +169,13 @@ class Conformed:
         object.__setattr__(self, "native_affine", native_affine)
         object.__setattr__(self, "intensity_range", (float(low), float(high)))
 
-    def to_native(self, canvas_array: np.ndarray, *, kind: MapKind = "labels") -> np.ndarray:
+    def to_native(
+        self,
+        canvas_array: np.ndarray,
+        *,
+        kind: MapKind = "labels",
+        scores: np.ndarray | None = None,
+    ) -> np.ndarray:
         """Bring a label or probability map from the canvas back to the input grid.
 
         Args:
@@ -177,6 +183,12 @@ class Conformed:
                 ``kind="probabilities"``: (C, X, Y, Z) float class probabilities, class 0 the
                 background.
             kind: which of the two is given.
+            scores: labels with ``label_interpolation="vote"`` only: (X, Y, Z, C) class-last
+                probabilities of the classes ``0..C-1`` (the labels must be such indices).
+                Where the 8 canvas neighbours of a target voxel disagree, each of their labels
+                then scores its probability interpolated over the 8 (instead of the share of
+                the 8 it holds): the argmax of the interpolated probabilities, among the
+                labels that win somewhere nearby, at the cost of 64 gathers per such voxel.
 
         Returns:
             Labels: ``native_shape`` array of the same dtype and values (``config.label_
@@ -190,12 +202,21 @@ class Conformed:
         canvas = self.config.canvas_shape_vox
         canvas_array = np.asarray(canvas_array)
         out: np.ndarray
+        if scores is not None and kind != "labels":
+            raise ValueError("scores go with kind='labels' only")
         if kind == "labels":
             _check_map(canvas_array, canvas, "canvas", "to_native", labels=True)
             out = np.empty(self.native_shape, canvas_array.dtype)
             method = self.config.label_interpolation
+            padded_scores = None
+            if scores is not None:
+                padded_scores = _padded_scores(canvas_array, scores, method)
             _resample_labels(
-                canvas_array, self._to_canvas.inverse, self._reorient.view(out), method
+                canvas_array,
+                self._to_canvas.inverse,
+                self._reorient.view(out),
+                method,
+                padded_scores,
             )
         elif kind == "probabilities":
             _check_map(canvas_array, canvas, "canvas", "to_native", labels=False)
@@ -552,8 +573,13 @@ def _resample_linear(
 
 
 def _resample_labels(
-    source: np.ndarray, voxel_map: _VoxelMap, out: np.ndarray, method: LabelInterpolation
+    source: np.ndarray,
+    voxel_map: _VoxelMap,
+    out: np.ndarray,
+    method: LabelInterpolation,
+    scores: np.ndarray | None = None,
 ) -> None:
+    """``scores``: None, or the flat class-last probabilities of ``_padded_scores``."""
     if voxel_map.kind == "shift":
         _shift(source, voxel_map, out, 0)
         return
@@ -567,9 +593,9 @@ def _resample_labels(
     region = out[box]
     padded = _pad(source[None], np.zeros(1, source.dtype))[0]
     if voxel_map.kind == "axis":
-        region[...] = _separable_labels(padded, box_map, region.shape, method)
+        region[...] = _separable_labels(padded, box_map, region.shape, method, scores)
     else:
-        _general_labels(padded, box_map, region, method)
+        _general_labels(padded, box_map, region, method, scores)
 
 
 def _translation(offset: np.ndarray) -> np.ndarray:
@@ -585,6 +611,22 @@ def _pad(source: np.ndarray, fill: np.ndarray) -> np.ndarray:
     padded[...] = fill.reshape(channels, 1, 1, 1)
     padded[:, 1:-1, 1:-1, 1:-1] = source
     return padded
+
+
+def _padded_scores(
+    labels: np.ndarray, scores: np.ndarray, method: LabelInterpolation
+) -> np.ndarray:
+    """``scores`` (X, Y, Z, C) checked, padded like the labels (border: all class 0), flat."""
+    if method != "vote":
+        raise ValueError("scores need label_interpolation='vote'")
+    if scores.ndim != 4 or scores.shape[:3] != labels.shape:
+        raise ValueError(f"scores must be {labels.shape} x classes, not {scores.shape}")
+    if labels.size and (labels.min() < 0 or labels.max() >= scores.shape[3]):
+        raise ValueError(f"with scores, labels must be class indices 0..{scores.shape[3] - 1}")
+    padded = np.zeros((*(n + 2 for n in labels.shape), scores.shape[3]), scores.dtype)
+    padded[..., 0] = 1 if scores.dtype.kind == "f" else np.iinfo(scores.dtype).max
+    padded[1:-1, 1:-1, 1:-1] = scores
+    return padded.ravel()
 
 
 def _shift(
@@ -658,7 +700,11 @@ def _separable_linear(
 
 
 def _separable_labels(
-    padded: np.ndarray, voxel_map: _VoxelMap, shape: tuple[int, ...], method: LabelInterpolation
+    padded: np.ndarray,
+    voxel_map: _VoxelMap,
+    shape: tuple[int, ...],
+    method: LabelInterpolation,
+    scores: np.ndarray | None = None,
 ) -> np.ndarray:
     positions = [
         _axis_positions(voxel_map.matrix[a, a], voxel_map.matrix[a, 3], shape[a], padded.shape[a])
@@ -678,7 +724,7 @@ def _separable_labels(
 
         def vote(part: slice) -> None:
             ii, jj, kk = i[part], j[part], k[part]
-            winners = _vote(flat, padded.shape, base[part], wx[ii], wy[jj], wz[kk])
+            winners = _vote(flat, padded.shape, base[part], wx[ii], wy[jj], wz[kk], scores)
             labels[ii, jj, kk] = winners
 
         _in_parallel(vote, _chunks(i.size))
@@ -728,16 +774,31 @@ def _vote(
     fx: np.ndarray,
     fy: np.ndarray,
     fz: np.ndarray,
+    probabilities: np.ndarray | None = None,
 ) -> np.ndarray:
     """Label with the largest summed trilinear weight among the 8 neighbours of each point.
 
     Equals argmax over labels of the linearly interpolated one-hot maps (ties: lowest corner).
+    With ``probabilities`` (flat class-last, ``_padded_scores``): the argmax, over the labels
+    of the 8 neighbours, of their linearly interpolated probabilities.
     """
     stride_x, stride_y = shape[1] * shape[2], shape[2]
-    weights, labels = [], []
+    weights, labels, corners = [], [], []
     for dx, dy, dz in _CORNERS:
         weights.append((fx if dx else 1 - fx) * (fy if dy else 1 - fy) * (fz if dz else 1 - fz))
-        labels.append(flat[base + (dx * stride_x + dy * stride_y + dz)])
+        corners.append(base + (dx * stride_x + dy * stride_y + dz))
+        labels.append(flat[corners[-1]])
+    if probabilities is not None:
+        classes = probabilities.size // flat.size
+        totals = []
+        for candidate in labels:
+            total = np.zeros(base.shape, np.float32)
+            for weight, corner in zip(weights, corners, strict=True):
+                total += weight * probabilities[corner * classes + candidate]
+            totals.append(total)
+        chosen = np.argmax(np.stack(totals), axis=0)
+        voted: np.ndarray = np.take_along_axis(np.stack(labels), chosen[None], axis=0)[0]
+        return voted
     scores = [w.copy() for w in weights]
     for p in range(8):
         for q in range(p + 1, 8):
@@ -793,7 +854,11 @@ def _general_linear(
 
 
 def _general_labels(
-    padded: np.ndarray, voxel_map: _VoxelMap, out: np.ndarray, method: LabelInterpolation
+    padded: np.ndarray,
+    voxel_map: _VoxelMap,
+    out: np.ndarray,
+    method: LabelInterpolation,
+    scores: np.ndarray | None = None,
 ) -> None:
     """Any affine map, labels: coordinates per target voxel, computed and used slab by slab."""
     spatial = padded.shape
@@ -827,7 +892,7 @@ def _general_labels(
         mixed = np.flatnonzero(~uniform[base])
         if mixed.size:
             fx, fy, fz = points[:, mixed] - lower[:, mixed].astype(np.float32)
-            labels[mixed] = _vote(flat, spatial, base[mixed], fx, fy, fz)
+            labels[mixed] = _vote(flat, spatial, base[mixed], fx, fy, fz, scores)
         out[first:last] = labels.reshape(last - first, *target_shape[1:])
 
     _in_parallel(run, [slice(first, first + step) for first in range(0, target_shape[0], step)])

@@ -17,7 +17,9 @@
    slab averages the two passes' probabilities (mirrored labels swapped back);
 4. the brain is cleaned (:func:`keep_largest_brain_component`: islands of labels in the
    skull or the neck of whole-head scans are dropped) and the labels go back to the input's
-   own grid through ``Conformed.to_native``.
+   own grid through ``Conformed.to_native``: where the canvas neighbours of a scan voxel
+   disagree, the label whose probability interpolates highest there wins (``boundaries=
+   "probabilities"``, the default) rather than the label most of them hold (``"labels"``).
 
 On CPUs with bf16 matrix units (Intel AMX / AVX512-BF16) the trunk runs in bfloat16 with
 channels-last tensors, about twice as fast as float32 (benchmarks/segment.py); elsewhere in
@@ -56,6 +58,7 @@ log = logging.getLogger(__name__)
 
 DEVICES = ("auto", "cpu", "cuda")
 SKULL_STRIP = ("auto", "off")  # auto: whole-head scans only; off: the scan as given
+BOUNDARIES = ("probabilities", "labels")  # see Segmenter
 _MASK_MARGIN_MM = 2  # deepbet's masks are tight: keep the outer cortex and its CSF
 _MIN_MASK_L = 0.4  # smaller than any adult brain: deepbet found (almost) nothing
 _SLAB_VOX = 16  # head slabs along the first canvas axis: 16 x 224 x 224 x 99 float32 = 320 MB
@@ -93,8 +96,9 @@ class Segmentation:
         labels: label ids of the full protocol on the input's grid, int16 (ids reach 2035).
         canvas_labels: the same on the canvas, int16.
         conformed: the scan on the canvas (its image feeds the QC picture).
-        probabilities: with ``posteriors``: (K, X, Y, Z) uint8 class probabilities x 255 on
-            the canvas, class order of the protocol; else None.
+        probabilities: with ``posteriors``: (X, Y, Z, K) uint8 class probabilities x 255 on
+            the canvas, class order of the protocol (classes last, as NIfTI vectors); else
+            None.
         flip_agreement: with ``tta``: label id -> Dice between the labels of the plain and
             the mirrored pass (1 = the structure does not depend on the side it is seen
             from; low values flag uncertain structures); else None.
@@ -128,11 +132,14 @@ class Segmenter:
             the default: on held-out Mindboggle subjects mean Dice 0.637 -> 0.652 and HD95
             6.7 -> 5.4 mm with the shipped step-5400 model, benchmarks/results/cpu_model_eval.txt).
         skull_strip: ``auto`` (whole-head scans are skull-stripped first, step 0) or ``off``.
+        boundaries: how scan voxels between canvas voxels of different labels are labelled:
+            ``probabilities`` (the neighbours' labels compete with their interpolated
+            probabilities) or ``labels`` (with their interpolated one-hot votes).
         precision: ``auto`` (bf16/fp16 where the device has fast units for it) or ``float32``.
 
     Raises:
         InputError: the checkpoint cannot be read (see ``train.load_checkpoint``).
-        ValueError: a bad device, precision or skull_strip.
+        ValueError: a bad device, precision, skull_strip or boundaries.
     """
 
     def __init__(
@@ -143,12 +150,16 @@ class Segmenter:
         tta: bool = True,
         skull_strip: str = "auto",
         precision: str = "auto",
+        boundaries: str = "probabilities",
     ) -> None:
         if precision not in ("auto", "float32"):
             raise ValueError(f"precision must be 'auto' or 'float32', not {precision!r}")
         if skull_strip not in SKULL_STRIP:
             raise ValueError(f"skull_strip must be one of {SKULL_STRIP}, not {skull_strip!r}")
         self.skull_strip = skull_strip
+        if boundaries not in BOUNDARIES:
+            raise ValueError(f"boundaries must be one of {BOUNDARIES}, not {boundaries!r}")
+        self.boundaries = boundaries
         if model_path is None:
             from wholebrain.models import shipped_model_path
 
@@ -190,14 +201,27 @@ class Segmenter:
         seconds["conform"] = time.perf_counter() - started
 
         started = time.perf_counter()
-        classes, probabilities, agreement, tissue = self._predict(conformed.image, posteriors)
+        scored = self.boundaries == "probabilities"
+        classes, probabilities, agreement, tissue = self._predict(
+            conformed.image, posteriors or scored
+        )
         protocol = self.protocol
         canvas_labels = protocol.from_index(classes).astype(np.int16)
         keep_largest_brain_component(canvas_labels)
         seconds["network"] = time.perf_counter() - started
 
         started = time.perf_counter()
-        labels = conformed.to_native(canvas_labels)
+        if scored and probabilities is not None:
+            # Dropped islands are background for sure: they must not grow back between
+            # canvas voxels on the strength of their probabilities.
+            dropped = (canvas_labels == 0) & (classes != 0)
+            classes[dropped] = 0
+            probabilities[dropped] = 0
+            probabilities[dropped, 0] = 255
+            native_classes = conformed.to_native(classes, scores=probabilities)
+            labels = protocol.from_index(native_classes).astype(np.int16)
+        else:
+            labels = conformed.to_native(canvas_labels)
         if brain is not None:  # nothing outside the brain mask, whatever the network says
             labels[~brain] = 0
         seconds["native"] = time.perf_counter() - started
@@ -210,7 +234,7 @@ class Segmenter:
             labels=labels,
             canvas_labels=canvas_labels,
             conformed=conformed,
-            probabilities=probabilities,
+            probabilities=probabilities if posteriors else None,
             flip_agreement=flip_agreement,
             tissue_canvas=tissue,
             skull_stripped=brain is not None,
@@ -242,8 +266,8 @@ class Segmenter:
     def _predict(
         self, canvas: np.ndarray, posteriors: bool
     ) -> tuple[np.ndarray, np.ndarray | None, np.ndarray | None, np.ndarray | None]:
-        """Class indices (uint8), probabilities x 255 (uint8) or None, per-class flip Dice or
-        None, tissue-head classes or None; all on the canvas."""
+        """Class indices (uint8), class-last probabilities x 255 (uint8) if ``posteriors``
+        else None, per-class flip Dice or None, tissue-head classes or None; on the canvas."""
         full = self.info.full_protocol
         num_classes = self.info.heads[full]
         passes = [(self._features(canvas, mirrored=False), self.model.heads[full])]
@@ -251,7 +275,7 @@ class Segmenter:
             passes.append((self._features(canvas, mirrored=True), self._mirrored_head(full)))
         shape = canvas.shape
         classes = np.empty(shape, np.uint8)
-        probabilities = np.empty((num_classes, *shape), np.uint8) if posteriors else None
+        probabilities = np.empty((*shape, num_classes), np.uint8) if posteriors else None
         tissue = np.empty(shape, np.uint8) if "tissue" in self.info.heads else None
         # Per-class intersection and sizes of the two passes' labels, summed over slabs.
         overlap = torch.zeros((3, num_classes), dtype=torch.float64, device=self.device)
@@ -269,7 +293,7 @@ class Segmenter:
                 best = total.argmax(-1)  # of the sum: the same as of the mean
                 if probabilities is not None:
                     scaled = (total[0] * (255 / len(logits))).round_().to(torch.uint8)
-                    probabilities[:, part] = scaled.permute(3, 0, 1, 2).cpu().numpy()
+                    probabilities[part] = scaled.cpu().numpy()
             classes[part] = best[0].to(torch.uint8).cpu().numpy()
             if len(logits) == 2:
                 a, b = logits[0].argmax(-1).flatten(), logits[1].argmax(-1).flatten()

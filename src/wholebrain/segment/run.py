@@ -244,8 +244,7 @@ def _write_posteriors(path: Path, result: Segmentation) -> None:
     nib: Any = nibabel  # nibabel has no type hints
     if result.probabilities is None:
         raise ValueError("the segmentation was made without posteriors")
-    data = np.moveaxis(result.probabilities, 0, -1)
-    image = nib.Nifti1Image(data, result.conformed.canvas_affine)
+    image = nib.Nifti1Image(result.probabilities, result.conformed.canvas_affine)
     image.header.set_slope_inter(1 / 255, 0)
     image.header.set_xyzt_units("mm")
     image.header.set_intent("vector", name="class probabilities")

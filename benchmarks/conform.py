@@ -35,7 +35,7 @@ import torch.nn.functional as F
 from scipy import ndimage
 
 import machine  # benchmarks/machine.py: python puts the script's folder on sys.path
-import wholebrain.conform as conform_module
+import wholebrain.resample as resample_module
 from wholebrain.conform import ConformConfig, Conformed, conform
 from wholebrain.io import Volume
 
@@ -194,12 +194,12 @@ def grid_sample_linear(
 
 def with_threads(threads: int, function: Callable[[], Any]) -> Callable[[], Any]:
     def run() -> Any:
-        saved = conform_module._THREADS
-        conform_module._THREADS = threads
+        saved = resample_module._THREADS
+        resample_module._THREADS = threads
         try:
             return function()
         finally:
-            conform_module._THREADS = saved
+            resample_module._THREADS = saved
 
     return run
 
@@ -378,8 +378,8 @@ def engine_image(
 ) -> np.ndarray:
     """The general-path engine alone (what conform() uses for oblique inputs)."""
     out = np.empty((1, *shape), np.float32)
-    voxel_map = conform_module._VoxelMap(to_input)
-    conform_module._resample_linear(image[None], voxel_map, out, np.zeros(1, np.float32))
+    voxel_map = resample_module.VoxelMap(to_input)
+    resample_module.resample_linear(image[None], voxel_map, out, np.zeros(1, np.float32))
     return out
 
 

@@ -83,6 +83,20 @@ def read_metrics(run: Path) -> tuple[list[tuple[int, float]], float, int]:
     return curve, seconds, last
 
 
+def started_from(init_weights: Path) -> str:
+    """The card's line for a run that began from another run's weights (``init_weights``)."""
+    line = f"- Started from the weights of `{_rel(init_weights)}`, not at random"
+    if (init_weights.parent / "metrics.csv").is_file():
+        curve, seconds, last = read_metrics(init_weights.parent)
+        best = max(curve, key=lambda point: point[1]) if curve else None
+        line += (
+            f": an earlier stage, {last} steps and {seconds / 3600:.1f} h of training before "
+            "the ones below"
+            + (f" (its best validation Dice {best[1]:.3f}, step {best[0]})" if best else "")
+        )
+    return line + "."
+
+
 def manifest_counts(manifest: Path) -> Counter[str]:
     """Rows per (protocol, split) of a training manifest, e.g. ``dkt-aseg/train``."""
     counts: Counter[str] = Counter()
@@ -174,12 +188,14 @@ def card(
         "and synthetic whole heads: expect it to be less accurate on children, lesions, "
         "other contrasts and strong motion. Look at the QC picture of every scan.",
         f"- A {spacing:g} mm network: labels are drawn on {spacing:g} mm voxels and carried to "
-        "the scan's grid by vote, so thin structures (the cortical ribbon) lose detail."
+        "the scan's grid (between canvas voxels of different labels, the label whose "
+        "probability interpolates highest wins), so thin structures (the cortical ribbon) lose "
+        "detail."
         + (
-            f" Even the manual labels, sent through this canvas and back, score only mean Dice "
-            f"{fmt(ceiling['all'])} (cortical {fmt(ceiling['cortical'])}, subcortical "
-            f"{fmt(ceiling['subcortical'])}) against themselves: the ceiling of any "
-            f"{spacing:g} mm network (`benchmarks/grid_ceiling.py`, "
+            f" Even the manual labels, sent through this canvas and back (one-hot votes), score "
+            f"only mean Dice {fmt(ceiling['all'])} (cortical {fmt(ceiling['cortical'])}, "
+            f"subcortical {fmt(ceiling['subcortical'])}) against themselves: about the ceiling "
+            f"of any {spacing:g} mm network (`benchmarks/grid_ceiling.py`, "
             "`benchmarks/results/grid_ceiling.txt`)."
             if ceiling
             else ""
@@ -197,6 +213,8 @@ def card(
         "resolution, noise and background (loose masks, noise floors).",
         f"- Checkpoint shipped: step {checkpoint['step']}.",
     ]
+    if config.get("init_weights"):
+        lines.append(started_from(Path(config["init_weights"])))
     if run is not None and (run / "metrics.csv").is_file():
         curve, seconds, last = read_metrics(run)
         lines.append(

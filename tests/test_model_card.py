@@ -87,3 +87,19 @@ def test_verdict_needs_the_target_and_the_baseline() -> None:
     assert "does not meet" in model_card.verdict(0.82, baseline, 0.80)
     assert "meets the project's target" in model_card.verdict(0.86, baseline, 0.80)
     assert "meets the project's target" in model_card.verdict(0.81, None, 0.80)
+
+
+def test_a_run_started_from_another_runs_weights_says_so(tmp_path: Path) -> None:
+    earlier = tmp_path / "stage-1"
+    earlier.mkdir()
+    (earlier / "metrics.csv").write_text(
+        "step,phase,loss,lr,val_dice,seconds\n"
+        "150,train,2.0,0.001,0.41,500\n"
+        "300,train,1.5,0.001,0.52,1000\n"
+        "450,train,1.4,0.0005,0.50,7200\n"
+    )
+    line = model_card.started_from(earlier / "best.pt")
+    assert "450 steps and 2.0 h" in line
+    assert "best validation Dice 0.520, step 300" in line
+    # Without the earlier run's folder: only where the weights came from.
+    assert model_card.started_from(tmp_path / "gone" / "best.pt").endswith("not at random.")

@@ -561,10 +561,10 @@ def run_network(
     used = resolve_device(device)
     if used.type == "cpu" and config.cpu_threads:
         torch.set_num_threads(config.cpu_threads)
-    # One pass (no flip averaging) and one-hot votes at the label boundaries: the runs scored
-    # before flip TTA and scored boundaries became segment's defaults stay comparable with the
-    # ones scored after; both would help every method alike.
-    segmenter = Segmenter(last, device=device, tta=False, boundaries="labels")
+    # One pass on one canvas (no flip, no shifted canvas) and one-hot votes at the label
+    # boundaries: the runs scored before those became segment's defaults stay comparable with
+    # the ones scored after; each would help every method alike.
+    segmenter = Segmenter(last, device=device, tta=False, boundaries="labels", canvases=1)
     results, seconds = [], []
     for subject in unit.test:
         scan = subjects.scan(subject)

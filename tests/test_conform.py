@@ -15,6 +15,7 @@ from wholebrain.conform import (
     ConformConfig,
     Conformed,
     conform,
+    labels_from_canvases,
     normalise_intensities,
     robust_intensity_range,
 )
@@ -287,6 +288,92 @@ def test_vote_with_scores_is_argmax_of_linearly_interpolated_probabilities(
     onehot = np.eye(6, dtype=np.float32)[labels]
     same = conformed.to_native(labels, scores=onehot) == conformed.to_native(labels)
     assert same.mean() > 0.999  # sums in another order: exact ties may break differently
+
+
+def test_a_shifted_canvas_moves_by_the_given_voxels_and_keeps_the_intensity_scale() -> None:
+    shape, affine = _grid(90, (1.0, 1.0, 1.0), "LIA", centre_mm=CENTRE)
+    image, _ = _phantom(shape, affine, CENTRE)
+    config = replace(SMALL, spacing_mm=2.0, canvas_shape_vox=(40, 40, 40))
+    base = conform(Volume(image, affine), config)
+    moved = conform(Volume(image, affine), config, shift_vox=(0.5, 0.5, 0.5))
+    offset = np.linalg.solve(base.canvas_affine, moved.canvas_affine)
+    np.testing.assert_allclose(offset, _translation_matrix((0.5, 0.5, 0.5)), atol=1e-9)
+    assert moved.intensity_range == base.intensity_range
+    # Its voxels sit between the first canvas's: a smooth image is about their mean.
+    between = ndimage.map_coordinates(
+        base.image, np.indices((39, 39, 39)).reshape(3, -1) + 0.5, order=1
+    )
+    assert np.abs(moved.image[:39, :39, :39].ravel() - between).mean() < 0.02
+
+
+def _translation_matrix(shift: tuple[float, float, float]) -> np.ndarray:
+    matrix = np.eye(4)
+    matrix[:3, 3] = shift
+    return matrix
+
+
+@pytest.mark.parametrize("axes", ["LIA", "oblique"])
+def test_canvases_combine_to_the_argmax_of_their_summed_interpolated_probabilities(
+    axes: str,
+) -> None:
+    # Probabilities defined in world space (smooth blobs), sampled on two canvases half a
+    # voxel apart: on the input grid the combination must pick the label whose interpolated
+    # probabilities sum highest (scipy's trilinear per class is the reference).
+    angles = (9.0, -6.0, 4.0) if axes == "oblique" else (0.0, 0.0, 0.0)
+    shape, affine = _grid(60, (1.1, 0.9, 1.2), "LIA", angles, CENTRE)
+    config = replace(SMALL, spacing_mm=2.0, canvas_shape_vox=(32, 32, 32))
+    volume = Volume(np.random.default_rng(0).random(shape, dtype=np.float32) + 1, affine)
+    canvases = [conform(volume, config, shift_vox=s) for s in ((0, 0, 0), (0.5, 0.5, 0.5))]
+    rng = np.random.default_rng(5)
+    centres = rng.uniform(-20, 20, (4, 3)) + np.asarray(CENTRE)
+
+    def field(world: np.ndarray) -> np.ndarray:  # (3, ...) -> (5, ...) probabilities
+        logits = [np.full(world.shape[1:], -1.0)]
+        logits += [
+            2 - np.linalg.norm(world - c.reshape(3, *[1] * (world.ndim - 1)), axis=0) / 8
+            for c in centres
+        ]
+        soft = np.exp(np.stack(logits))
+        return soft / soft.sum(axis=0)
+
+    classes, scores = [], []
+    for canvas in canvases:
+        probabilities = field(_world(config.canvas_shape_vox, canvas.canvas_affine)).astype(
+            np.float32
+        )
+        classes.append(probabilities.argmax(axis=0).astype(np.uint8))
+        scores.append(np.ascontiguousarray(np.moveaxis(probabilities, 0, -1)))
+    combined = labels_from_canvases(canvases, classes, scores)
+    assert combined.shape == shape and combined.dtype == np.uint8
+
+    alone = canvases[0].to_native(classes[0], scores=scores[0])
+    np.testing.assert_array_equal(
+        labels_from_canvases(canvases[:1], classes[:1], scores[:1]), alone
+    )
+    index = np.indices(shape).reshape(3, -1)
+    total = np.zeros((5, index.shape[1]))
+    for canvas, canvas_scores in zip(canvases, scores, strict=True):
+        voxels = np.linalg.solve(canvas.canvas_affine, affine) @ np.vstack(
+            [index, np.ones((1, index.shape[1]))]
+        )
+        for c in range(5):
+            padded = canvas_scores[..., c] - (1.0 if c == 0 else 0.0)
+            total[c] += ndimage.map_coordinates(padded, voxels[:3], order=1, mode="grid-constant")
+            total[c] += 1.0 if c == 0 else 0.0
+    reference = total.argmax(axis=0).reshape(shape)
+    # Only the labels the canvases propose compete: (almost) always the reference's winner.
+    assert np.mean(combined == reference) > 0.999
+    assert np.mean(alone == reference) < 0.998  # the second canvas changes the answer
+
+
+def test_canvases_of_other_scans_are_not_combined(small_conformed: Conformed) -> None:
+    labels = np.zeros((64, 64, 64), np.uint8)
+    scores = np.ones((64, 64, 64, 2), np.float32)
+    with pytest.raises(ValueError, match="one classes and one scores array per canvas"):
+        labels_from_canvases([small_conformed], [labels, labels], [scores])
+    other = replace(small_conformed, native_shape=(10, 10, 10))
+    with pytest.raises(ValueError, match="same input grid"):
+        labels_from_canvases([small_conformed, other], [labels] * 2, [scores] * 2)
 
 
 def test_scores_that_do_not_fit_are_refused(small_conformed: Conformed) -> None:

@@ -160,7 +160,12 @@ def test_scored_boundaries_drop_islands_and_match_votes_on_one_hot_probabilities
     labels = {}
     for boundaries in ("probabilities", "labels"):
         segmenter = Segmenter(
-            tiny_model, device="cpu", tta=False, skull_strip="off", boundaries=boundaries
+            tiny_model,
+            device="cpu",
+            tta=False,
+            skull_strip="off",
+            boundaries=boundaries,
+            canvases=1,  # the crafted output is for one canvas
         )
         monkeypatch.setattr(segmenter, "_predict", predict)
         labels[boundaries] = segmenter.segment(volume).labels
@@ -172,6 +177,34 @@ def test_scored_boundaries_drop_islands_and_match_votes_on_one_hot_probabilities
     assert (labels["probabilities"] == labels["labels"]).mean() > 0.999
     with pytest.raises(ValueError, match="boundaries must be one of"):
         Segmenter(tiny_model, device="cpu", boundaries="nearest")
+
+
+def test_two_canvases_are_combined_on_the_scan_grid(
+    tiny_model: Path, head_scan: Callable, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    image = nib.load(head_scan("sub-01_T1w.nii.gz"))
+    volume = Volume(np.asanyarray(image.dataobj).astype(np.float32), image.affine, image.header)
+    segmenter = Segmenter(tiny_model, device="cpu", tta=False, skull_strip="off", canvases=2)
+    seen = []
+    predict = segmenter._predict
+
+    def watched(canvas: np.ndarray, posteriors: bool) -> tuple:
+        seen.append(canvas)
+        return predict(canvas, posteriors)
+
+    monkeypatch.setattr(segmenter, "_predict", watched)
+    result = segmenter.segment(volume)
+    assert len(seen) == 2 and not np.array_equal(seen[0], seen[1])  # two offset canvases
+    assert np.array_equal(seen[0], result.conformed.image)  # the outputs show the first
+    assert result.labels.shape == image.shape
+    single = Segmenter(tiny_model, device="cpu", tta=False, skull_strip="off", canvases=1)
+    alone = single.segment(volume).labels
+    # The second canvas only decides between the labels they propose: most voxels agree.
+    assert 0.5 < (alone == result.labels).mean() < 1.0
+    with pytest.raises(ValueError, match="canvases must be one of"):
+        Segmenter(tiny_model, device="cpu", canvases=3)
+    with pytest.raises(ValueError, match="canvases > 1 combine probabilities"):
+        Segmenter(tiny_model, device="cpu", boundaries="labels")
 
 
 def test_posteriors_are_probabilities_on_the_canvas(tiny_model: Path) -> None:

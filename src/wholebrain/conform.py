@@ -25,6 +25,7 @@ Resampling (the shift, axis and general paths, and how label maps are voted) liv
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import cached_property
 from typing import Literal
@@ -42,12 +43,14 @@ from wholebrain.resample import (
     plan,
     resample_labels,
     resample_linear,
+    sample_classes,
 )
 
 __all__ = [
     "ConformConfig",
     "Conformed",
     "conform",
+    "labels_from_canvases",
     "normalise_intensities",
     "robust_intensity_range",
 ]
@@ -247,12 +250,20 @@ class Conformed:
         return self._plan[1]
 
 
-def conform(volume: Volume, config: ConformConfig = ConformConfig()) -> Conformed:
+def conform(
+    volume: Volume,
+    config: ConformConfig = ConformConfig(),
+    *,
+    shift_vox: tuple[float, float, float] = (0.0, 0.0, 0.0),
+) -> Conformed:
     """Put an image on the canvas: RAS, ``config.spacing_mm`` isotropic, centred on the head.
 
     Args:
         volume: a T1-weighted image, any orientation and voxel size.
         config: canvas size, spacing, normalisation and placement settings.
+        shift_vox: move the canvas by this many of its voxels along its axes after placing it
+            (e.g. half a voxel: a second canvas whose voxel centres fall between the first's,
+            for :func:`labels_from_canvases`).
 
     Returns:
         The canvas image (float32 in [0, 1]) with both geometries, for the way back.
@@ -264,6 +275,8 @@ def conform(volume: Volume, config: ConformConfig = ConformConfig()) -> Conforme
     reoriented_affine = Reorientation.from_affine(native_affine, shape3).affine(native_affine)
     centre_mm = _head_centre_mm(data, native_affine, threshold, config)
     canvas_affine = _canvas_affine(reoriented_affine, centre_mm, config)
+    if any(shift_vox):
+        canvas_affine[:3, 3] += canvas_affine[:3, :3] @ np.asarray(shift_vox, np.float64)
     reorient, to_canvas = plan(native_affine, shape3, canvas_affine)
     log.debug("conform %s: %s path, intensity range %.4g..%.4g", shape3, to_canvas.kind, low, high)
     image = np.empty((1, *config.canvas_shape_vox), np.float32)
@@ -277,6 +290,55 @@ def conform(volume: Volume, config: ConformConfig = ConformConfig()) -> Conforme
         config=config,
         intensity_range=(low, high),
     )
+
+
+def labels_from_canvases(
+    canvases: Sequence[Conformed], classes: Sequence[np.ndarray], scores: Sequence[np.ndarray]
+) -> np.ndarray:
+    """Class indices on the input grid from the same scan segmented on several canvases.
+
+    Each canvas's classes go to the input grid with their scores (``to_native``); where the
+    canvases then disagree, the class with the largest sum over canvases of its linearly
+    interpolated probability wins, among the classes they propose. With canvases offset by
+    half a voxel this reads the network's probabilities on a finer grid than any one canvas.
+
+    Args:
+        canvases: the scan conformed to each canvas (same input grid).
+        classes: per canvas, (X, Y, Z) class indices on it.
+        scores: per canvas, (X, Y, Z, C) class-last probabilities on it (same dtype and C).
+
+    Returns:
+        ``native_shape`` class indices, the dtype of ``classes[0]``.
+
+    Raises:
+        ValueError: no canvas, mismatched lengths or input grids, or what ``to_native`` refuses.
+    """
+    if not canvases or not len(canvases) == len(classes) == len(scores):
+        raise ValueError("give one classes and one scores array per canvas, at least one canvas")
+    first = canvases[0]
+    for other in canvases[1:]:
+        if other.native_shape != first.native_shape or not np.allclose(
+            other.native_affine, first.native_affine
+        ):
+            raise ValueError("the canvases must come from the same input grid")
+    natives = [c.to_native(k, scores=p) for c, k, p in zip(canvases, classes, scores, strict=True)]
+    labels = natives[0]
+    if len(natives) == 1:
+        return labels
+    proposals = np.stack([n.ravel() for n in natives])
+    disagree = np.flatnonzero(np.any(proposals != proposals[0], axis=0))
+    if disagree.size == 0:
+        return labels
+    points = np.array(np.unravel_index(disagree, labels.shape), np.float64)
+    candidates = proposals[:, disagree]
+    totals = np.zeros(candidates.shape, np.float32)
+    for canvas, canvas_scores in zip(canvases, scores, strict=True):
+        to_canvas = np.linalg.solve(canvas.canvas_affine, canvas.native_affine)
+        for row, candidate in enumerate(candidates):
+            totals[row] += sample_classes(canvas_scores, to_canvas, points, candidate)
+    chosen = candidates[np.argmax(totals, axis=0), np.arange(disagree.size)]
+    labels.ravel()[disagree] = chosen
+    return labels
 
 
 def robust_intensity_range(

@@ -46,6 +46,7 @@ __all__ = [
     "plan",
     "resample_labels",
     "resample_linear",
+    "sample_classes",
 ]
 
 LabelInterpolation = Literal["vote", "nearest"]
@@ -505,3 +506,38 @@ def _general_labels(
         out[first:last] = labels.reshape(last - first, *target_shape[1:])
 
     _in_parallel(run, [slice(first, first + step) for first in range(0, target_shape[0], step)])
+
+
+def sample_classes(
+    scores: np.ndarray, matrix: np.ndarray, points: np.ndarray, classes: np.ndarray
+) -> np.ndarray:
+    """Each point's own class's score, linearly interpolated: ``scores[..., classes[n]]`` at
+    ``points[:, n]``.
+
+    Args:
+        scores: (X, Y, Z, C) class-last scores (probabilities, or probabilities x 255 as uint8:
+            returned as they are scaled).
+        matrix: (4, 4) point coordinates -> ``scores`` voxel coordinates.
+        points: (3, N) coordinates.
+        classes: (N,) class indices.
+
+    Returns:
+        (N,) float32. Outside ``scores`` class 0 scores its maximum (background for sure) and
+        the others 0, as past the edge of ``to_native``'s scores.
+    """
+    voxels = matrix[:3, :3] @ points + matrix[:3, 3:4]
+    lower = np.floor(voxels).astype(np.intp)
+    fraction = (voxels - lower).astype(np.float32)
+    shape = np.array(scores.shape[:3])[:, None]
+    full = 1.0 if scores.dtype.kind == "f" else float(np.iinfo(scores.dtype).max)
+    outside_value = np.where(classes == 0, full, 0.0).astype(np.float32)
+    total = np.zeros(points.shape[1], np.float32)
+    for dx, dy, dz in _CORNERS:
+        corner = lower + np.array([[dx], [dy], [dz]])
+        inside = np.all((corner >= 0) & (corner < shape), axis=0)
+        corner[:, ~inside] = 0
+        value = scores[corner[0], corner[1], corner[2], classes].astype(np.float32)
+        value[~inside] = outside_value[~inside]
+        fx, fy, fz = (f if d else 1 - f for f, d in zip(fraction, (dx, dy, dz), strict=True))
+        total += fx * fy * fz * value
+    return total

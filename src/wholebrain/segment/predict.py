@@ -8,7 +8,8 @@
    Why: the full head learns from the manual labels, and those come with skull-stripped
    scans; on whole heads, before this step, it labelled the scalp's bright fat as white
    matter (brain volumes of ~1750 mL on the three unlabelled scans; 1100-1420 mL with it);
-1. ``conform`` puts the scan on the model's RAS canvas (the checkpoint stores it);
+1. ``conform`` puts the scan on the model's RAS canvas (the checkpoint stores it), and by
+   default on a second one offset by half a voxel (``canvases``), for steps 2-3 each;
 2. the trunk runs once over the whole canvas (one forward pass: far fewer convolutions than
    overlapping windows) and its ``filters[0]`` feature channels are kept;
 3. each head reads those features in slabs along the first axis, so the 99-channel logits of
@@ -19,7 +20,9 @@
    skull or the neck of whole-head scans are dropped) and the labels go back to the input's
    own grid through ``Conformed.to_native``: where the canvas neighbours of a scan voxel
    disagree, the label whose probability interpolates highest there wins (``boundaries=
-   "probabilities"``, the default) rather than the label most of them hold (``"labels"``).
+   "probabilities"``, the default) rather than the label most of them hold (``"labels"``);
+   where the canvases then disagree, the summed interpolated probabilities decide
+   (``conform.labels_from_canvases``).
 
 On CPUs with bf16 matrix units (Intel AMX / AVX512-BF16) the trunk runs in bfloat16 with
 channels-last tensors, about twice as fast as float32 (benchmarks/segment.py); elsewhere in
@@ -39,7 +42,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from wholebrain.conform import Conformed, conform
+from wholebrain.conform import Conformed, conform, labels_from_canvases
 from wholebrain.io import Volume
 from wholebrain.protocols import Protocol, flip_permutation
 from wholebrain.train.checkpoint import CheckpointInfo, load_checkpoint
@@ -59,6 +62,15 @@ log = logging.getLogger(__name__)
 DEVICES = ("auto", "cpu", "cuda")
 SKULL_STRIP = ("auto", "off")  # auto: whole-head scans only; off: the scan as given
 BOUNDARIES = ("probabilities", "labels")  # see Segmenter
+# Canvas offsets (in canvas voxels) per number of canvases: the second canvas's voxel centres
+# sit at the centres of the first's 2x2x2 cubes; four canvases put them on a face-centred
+# lattice. Held-out sub-09/10, step-5700 model, flip TTA: mean Dice 0.668 (1), 0.675 (2),
+# 0.678 (4) (benchmarks/results/cpu_model_eval.txt).
+CANVAS_SHIFTS: dict[int, tuple[tuple[float, float, float], ...]] = {
+    1: ((0.0, 0.0, 0.0),),
+    2: ((0.0, 0.0, 0.0), (0.5, 0.5, 0.5)),
+    4: ((0.0, 0.0, 0.0), (0.5, 0.5, 0.0), (0.5, 0.0, 0.5), (0.0, 0.5, 0.5)),
+}
 _MASK_MARGIN_MM = 2  # deepbet's masks are tight: keep the outer cortex and its CSF
 _MIN_MASK_L = 0.4  # smaller than any adult brain: deepbet found (almost) nothing
 _SLAB_VOX = 16  # head slabs along the first canvas axis: 16 x 224 x 224 x 99 float32 = 320 MB
@@ -128,9 +140,12 @@ class Segmenter:
         model_path: a checkpoint written by ``wholebrain train`` (``best.pt``/``last.pt``) or
             the shipped model (None).
         device: ``auto``, ``cpu`` or ``cuda``.
-        tta: also segment the left-right mirrored scan and average (~4x the network stage on a CPU;
-            the default: on held-out Mindboggle subjects mean Dice 0.637 -> 0.652 and HD95
-            6.7 -> 5.4 mm with the shipped step-5400 model, benchmarks/results/cpu_model_eval.txt).
+        tta: also segment the left-right mirrored scan and average (about twice the network
+            stage; the default: on held-out Mindboggle subjects mean Dice 0.637 -> 0.652 and
+            HD95 6.7 -> 5.4 mm with the step-5400 model, benchmarks/results/cpu_model_eval.txt).
+        canvases: segment the scan on this many canvases offset by half a voxel (1, 2 or 4,
+            ``CANVAS_SHIFTS``) and combine them on the scan's grid (``labels_from_canvases``);
+            each costs one more network stage.
         skull_strip: ``auto`` (whole-head scans are skull-stripped first, step 0) or ``off``.
         boundaries: how scan voxels between canvas voxels of different labels are labelled:
             ``probabilities`` (the neighbours' labels compete with their interpolated
@@ -139,7 +154,7 @@ class Segmenter:
 
     Raises:
         InputError: the checkpoint cannot be read (see ``train.load_checkpoint``).
-        ValueError: a bad device, precision, skull_strip or boundaries.
+        ValueError: a bad device, precision, skull_strip, boundaries or canvases.
     """
 
     def __init__(
@@ -151,6 +166,7 @@ class Segmenter:
         skull_strip: str = "auto",
         precision: str = "auto",
         boundaries: str = "probabilities",
+        canvases: int = 2,
     ) -> None:
         if precision not in ("auto", "float32"):
             raise ValueError(f"precision must be 'auto' or 'float32', not {precision!r}")
@@ -160,6 +176,11 @@ class Segmenter:
         if boundaries not in BOUNDARIES:
             raise ValueError(f"boundaries must be one of {BOUNDARIES}, not {boundaries!r}")
         self.boundaries = boundaries
+        if canvases not in CANVAS_SHIFTS:
+            raise ValueError(f"canvases must be one of {tuple(CANVAS_SHIFTS)}, not {canvases!r}")
+        if canvases > 1 and boundaries != "probabilities":
+            raise ValueError("canvases > 1 combine probabilities: use boundaries='probabilities'")
+        self.canvases = canvases
         if model_path is None:
             from wholebrain.models import shipped_model_path
 
@@ -197,28 +218,40 @@ class Segmenter:
                     volume = strip_skull(volume, brain)
                 seconds["skull-strip"] = time.perf_counter() - started
         started = time.perf_counter()
-        conformed = conform(volume, self.info.conform)
+        shifts = CANVAS_SHIFTS[self.canvases]
+        canvases = [conform(volume, self.info.conform, shift_vox=shift) for shift in shifts]
+        conformed = canvases[0]
         seconds["conform"] = time.perf_counter() - started
 
         started = time.perf_counter()
         scored = self.boundaries == "probabilities"
-        classes, probabilities, agreement, tissue = self._predict(
-            conformed.image, posteriors or scored
-        )
         protocol = self.protocol
-        canvas_labels = protocol.from_index(classes).astype(np.int16)
-        keep_largest_brain_component(canvas_labels)
+        classes: list[np.ndarray] = []
+        scores: list[np.ndarray] = []
+        for index, canvas in enumerate(canvases):
+            found, probabilities, found_agreement, found_tissue = self._predict(
+                canvas.image, posteriors or scored
+            )
+            found_labels = protocol.from_index(found).astype(np.int16)
+            keep_largest_brain_component(found_labels)
+            if scored and probabilities is not None:
+                # Dropped islands are background for sure: they must not grow back between
+                # canvas voxels on the strength of their probabilities.
+                dropped = (found_labels == 0) & (found != 0)
+                found[dropped] = 0
+                probabilities[dropped] = 0
+                probabilities[dropped, 0] = 255
+            if index == 0:  # the first canvas's maps are what the outputs show
+                canvas_labels, posterior_map = found_labels, probabilities
+                agreement, tissue = found_agreement, found_tissue
+            classes.append(found)
+            if probabilities is not None:
+                scores.append(probabilities)
         seconds["network"] = time.perf_counter() - started
 
         started = time.perf_counter()
-        if scored and probabilities is not None:
-            # Dropped islands are background for sure: they must not grow back between
-            # canvas voxels on the strength of their probabilities.
-            dropped = (canvas_labels == 0) & (classes != 0)
-            classes[dropped] = 0
-            probabilities[dropped] = 0
-            probabilities[dropped, 0] = 255
-            native_classes = conformed.to_native(classes, scores=probabilities)
+        if scored:
+            native_classes = labels_from_canvases(canvases, classes, scores)
             labels = protocol.from_index(native_classes).astype(np.int16)
         else:
             labels = conformed.to_native(canvas_labels)
@@ -234,7 +267,7 @@ class Segmenter:
             labels=labels,
             canvas_labels=canvas_labels,
             conformed=conformed,
-            probabilities=probabilities if posteriors else None,
+            probabilities=posterior_map if posteriors else None,
             flip_agreement=flip_agreement,
             tissue_canvas=tissue,
             skull_stripped=brain is not None,

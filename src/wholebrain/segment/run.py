@@ -67,6 +67,7 @@ class SegmentOptions:
     device: str = "auto"  # auto | cpu | cuda
     tta: bool = True  # flip test-time augmentation + per-structure agreement
     skull_strip: str = "auto"  # auto: whole-head scans are skull-stripped first; off
+    canvases: int = 2  # canvases offset by half a voxel, combined on the scan's grid
 
 
 def is_bids_root(folder: Path) -> bool:
@@ -158,7 +159,11 @@ def segmenter(options: SegmentOptions) -> Segmenter:
 
     if options not in _LOADED:
         _LOADED[options] = Segmenter(
-            options.model, device=options.device, tta=options.tta, skull_strip=options.skull_strip
+            options.model,
+            device=options.device,
+            tta=options.tta,
+            skull_strip=options.skull_strip,
+            canvases=options.canvases,
         )
     return _LOADED[options]
 

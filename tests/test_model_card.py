@@ -87,6 +87,13 @@ def test_verdict_needs_the_target_and_the_baseline() -> None:
     assert "does not meet" in model_card.verdict(0.82, baseline, 0.80)
     assert "meets the project's target" in model_card.verdict(0.86, baseline, 0.80)
     assert "meets the project's target" in model_card.verdict(0.81, None, 0.80)
+    # Half the target: the sentence says which half.
+    half = model_card.verdict(0.86 - 0.1, baseline, 0.80)
+    assert "0.760 is below 0.8 and not better than the baseline (0.850)" in half
+    better = model_card.Scores([], {"all": 0.67, "cortical": 0.6, "subcortical": 0.8}, {}, {})
+    assert "0.675 is below 0.8; it is better than the baseline (0.670)" in model_card.verdict(
+        0.675, better, 0.80
+    )
 
 
 def test_a_run_started_from_another_runs_weights_says_so(tmp_path: Path) -> None:

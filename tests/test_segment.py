@@ -7,6 +7,8 @@ exercised once, on the README's example.
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from collections.abc import Callable
 from pathlib import Path
 
@@ -491,6 +493,20 @@ def test_manifest_subject_ids_name_the_outputs(
     code, stdout, _ = _run(capsys, str(manifest), "-o", str(out), "--model", str(tiny_model))
     assert code == 0, stdout
     assert outputs_for(out, "sub-a")[0].is_file() and outputs_for(out, "sub-b")[0].is_file()
+
+
+def test_cli_choices_come_from_the_options_module_without_torch(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        main(["segment", "x.nii.gz", "-o", "out", "--canvases", "3"])
+    assert exit_info.value.code == 2
+    assert "invalid choice: 3 (choose from 1, 2, 4)" in capsys.readouterr().err
+    code = "import sys, wholebrain.cli.segment; print('torch' in sys.modules)"
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True
+    )
+    assert result.stdout.strip() == "False"
 
 
 def test_no_input_is_an_error(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

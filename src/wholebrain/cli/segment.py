@@ -20,6 +20,7 @@ import argparse
 import time
 
 from wholebrain.cli._cohort import add_cohort_arguments, echo_result, exit_status
+from wholebrain.segment.options import CANVAS_SHIFTS, DEVICES, SKULL_STRIP
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
@@ -47,9 +48,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[
         help="a wholebrain train checkpoint (best.pt, last.pt); default: the shipped model, "
         "when this version ships one",
     )
-    parser.add_argument(
-        "--device", choices=("auto", "cpu", "cuda"), default="auto", help="default: auto"
-    )
+    parser.add_argument("--device", choices=DEVICES, default="auto", help="default: auto")
     parser.add_argument(
         "--tta",
         action=argparse.BooleanOptionalAction,
@@ -62,7 +61,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[
     parser.add_argument(
         "--canvases",
         type=int,
-        choices=(1, 2, 4),
+        choices=tuple(CANVAS_SHIFTS),
         default=2,
         help="segment on this many canvases offset by half a voxel and combine their "
         "probabilities on the scan's grid (default 2; each one more network stage: mean Dice "
@@ -70,7 +69,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[
     )
     parser.add_argument(
         "--skull-strip",
-        choices=("auto", "off"),
+        choices=SKULL_STRIP,
         default="auto",
         help="auto (default): a scan that looks whole-head (wholebrain info's guess) is "
         "skull-stripped with deepbet before the network (~5 s on a CPU); off: the scan as given",

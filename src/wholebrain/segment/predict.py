@@ -45,10 +45,10 @@ import torch
 from wholebrain.conform import Conformed, conform, labels_from_canvases
 from wholebrain.io import Volume
 from wholebrain.protocols import Protocol, flip_permutation
+from wholebrain.segment.options import BOUNDARIES, CANVAS_SHIFTS, DEVICES, SKULL_STRIP
 from wholebrain.train.checkpoint import CheckpointInfo, load_checkpoint
 
 __all__ = [
-    "DEVICES",
     "Segmentation",
     "Segmenter",
     "head_brain_mask",
@@ -59,18 +59,6 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-DEVICES = ("auto", "cpu", "cuda")
-SKULL_STRIP = ("auto", "off")  # auto: whole-head scans only; off: the scan as given
-BOUNDARIES = ("probabilities", "labels")  # see Segmenter
-# Canvas offsets (in canvas voxels) per number of canvases: the second canvas's voxel centres
-# sit at the centres of the first's 2x2x2 cubes; four canvases put them on a face-centred
-# lattice. Held-out sub-09/10, step-5700 model, flip TTA: mean Dice 0.668 (1), 0.675 (2),
-# 0.678 (4) (benchmarks/results/cpu_model_eval.txt).
-CANVAS_SHIFTS: dict[int, tuple[tuple[float, float, float], ...]] = {
-    1: ((0.0, 0.0, 0.0),),
-    2: ((0.0, 0.0, 0.0), (0.5, 0.5, 0.5)),
-    4: ((0.0, 0.0, 0.0), (0.5, 0.5, 0.0), (0.5, 0.0, 0.5), (0.0, 0.5, 0.5)),
-}
 _MASK_MARGIN_MM = 2  # deepbet's masks are tight: keep the outer cortex and its CSF
 _MIN_MASK_L = 0.4  # smaller than any adult brain: deepbet found (almost) nothing
 _SLAB_VOX = 16  # head slabs along the first canvas axis: 16 x 224 x 224 x 99 float32 = 320 MB

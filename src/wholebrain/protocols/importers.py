@@ -61,13 +61,8 @@ from numpy.typing import ArrayLike, NDArray
 from scipy import ndimage
 
 from wholebrain.errors import InputError
-from wholebrain.protocols import (
-    FULL_PROTOCOL,
-    _apply_lut,
-    _integer_labels,
-    available_protocols,
-    get_protocol,
-)
+from wholebrain.protocols import FULL_PROTOCOL, available_protocols, get_protocol
+from wholebrain.protocols.table import _apply_lut, _integer_labels
 
 __all__ = ["IMPORT_FORMATS", "import_labels"]
 

@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import functools
 import logging
 import time
 from collections.abc import Callable, Iterator
@@ -293,7 +294,7 @@ class Segmenter:
         num_classes = self.info.heads[full]
         passes = [(self._features(canvas, mirrored=False), self.model.heads[full])]
         if self.tta:
-            passes.append((self._features(canvas, mirrored=True), self._mirrored_head(full)))
+            passes.append((self._features(canvas, mirrored=True), self._mirrored_full_head))
         shape = canvas.shape
         classes = np.empty(shape, np.uint8)
         probabilities = np.empty((*shape, num_classes), np.uint8) if posteriors else None
@@ -333,14 +334,16 @@ class Segmenter:
             agreement = dice.cpu().numpy()
         return classes, probabilities, agreement, tissue
 
-    def _mirrored_head(self, name: str) -> torch.nn.Module:
-        """The head ``name`` with its output channels swapped left <-> right.
+    @functools.cached_property
+    def _mirrored_full_head(self) -> torch.nn.Module:
+        """The full head with its output channels swapped left <-> right (built once).
 
         On the mirrored pass's features (flipped back) it gives the logits in the plain pass's
         class order: Left-X's channel holds what the plain head calls Right-X. The heads are
         1x1x1 convolutions, so permuting their weight rows once replaces a gather over the 99
         channels of every voxel (0.3 s of the 2 mm canvas on 2 cores).
         """
+        name = self.info.full_protocol
         head = self.model.heads[name]
         swap = torch.as_tensor(flip_permutation(name), device=self.device)
         mirrored = copy.deepcopy(head)

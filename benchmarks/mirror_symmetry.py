@@ -107,7 +107,9 @@ def main(argv: list[str] | None = None) -> int:
     protocol = segmenter.protocol
     names, ids = protocol.names[1:], protocol.ids[1:]  # no background
     twins = flip_permutation(protocol.name)[1:] - 1  # mirror twin of each, itself on the midline
-    print(f"model: {args.model or 'shipped'}, flip TTA {not args.no_tta}, {args.canvases} canvases")
+    step = segmenter.checkpoint.step
+    model = f"{args.model or 'shipped'} (step {step})"
+    print(f"model: {model}, flip TTA {not args.no_tta}, {args.canvases} canvases")
     print()
     print("Mean Dice per hemisphere (cortical: the 31 DKT regions a side; other: the non-cortical")
     print("Left-*/Right-* structures). On the mirror, 'left' is the original right hemisphere.")
@@ -143,6 +145,13 @@ def main(argv: list[str] | None = None) -> int:
     print(
         f"cortical gap, original left - right: {gap:+.3f}; the same anatomy on the mirror "
         f"(its right - left): {mirror_gap:+.3f}"
+    )
+    print()
+    # One line for benchmarks/model_card.py (read_symmetry) to quote in the model card.
+    print(
+        f"symmetry: step={step} subjects={','.join(args.subjects)} "
+        f"mean_abs_change={np.nanmean(change):.4f} largest_change={change[worst]:.4f} "
+        f"cortical_gap={gap:+.3f} mirror_gap={mirror_gap:+.3f}"
     )
     return 0
 

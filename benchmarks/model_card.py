@@ -125,6 +125,44 @@ def read_ceiling(path: Path, spacing: float) -> dict[str, float] | None:
     return None
 
 
+def read_symmetry(path: Path, step: int) -> dict[str, str] | None:
+    """The ``symmetry:`` line of benchmarks/mirror_symmetry.py's output, if it measured the
+    checkpoint of ``step`` (an older model's symmetry says nothing about this one), or None.
+
+    Returns its fields: subjects, mean_abs_change, largest_change, cortical_gap, mirror_gap.
+    """
+    if not path.is_file():
+        return None
+    for line in path.read_text().splitlines():
+        if line.startswith("symmetry: "):
+            fields = dict(item.split("=", 1) for item in line.split()[1:] if "=" in item)
+            if fields.get("step") == str(step):
+                return fields
+    return None
+
+
+def symmetry_line(symmetry: dict[str, str]) -> str:
+    """The model card's bullet on left-right symmetry, its reading decided by the numbers: a
+    hemisphere gap that moves with the anatomy to the mirror's other side is the subjects', one
+    that stays with the label side is the model's."""
+    gap, mirror_gap = float(symmetry["cortical_gap"]), float(symmetry["mirror_gap"])
+    subjects = symmetry["subjects"].replace(",", "/")
+    follows_anatomy = abs(gap - mirror_gap) <= abs(gap) / 2
+    reading = (
+        "the gap moves with the anatomy to the mirror image's other side, so it is these "
+        "subjects' (their right hemispheres' anatomy and tracing), not a bias of the model"
+        if follows_anatomy
+        else "the gap stays with the label side on the mirror image: the model is biased"
+    )
+    return (
+        f"- Left-right: on {subjects} and their mirror images, each structure's Dice moves by "
+        f"{float(symmetry['mean_abs_change']):.3f} on average (at most "
+        f"{float(symmetry['largest_change']):.3f}) from the original to its mirror twin. The "
+        f"left cortex scores {gap:+.3f} over the right; {reading} "
+        "(`benchmarks/mirror_symmetry.py`, `benchmarks/results/mirror_symmetry.txt`)."
+    )
+
+
 def fmt(value: float, digits: int = 3) -> str:
     return "n/a" if math.isnan(value) else f"{value:.{digits}f}"
 
@@ -151,6 +189,7 @@ def card(
     target: float = 0.80,
     ceiling: dict[str, float] | None = None,
     how: str = DEFAULT_HOW,
+    symmetry: dict[str, str] | None = None,
 ) -> str:
     config = checkpoint["train_config"]
     conform = checkpoint["conform"]
@@ -207,6 +246,7 @@ def card(
             if ceiling
             else ""
         ),
+        *([symmetry_line(symmetry)] if symmetry else []),
         "",
         "## Training",
         "",
@@ -363,6 +403,12 @@ def main() -> None:
         help="benchmarks/grid_ceiling.py output: the best Dice of the model's canvas grid",
     )
     parser.add_argument(
+        "--symmetry",
+        type=Path,
+        default=ROOT / "benchmarks" / "results" / "mirror_symmetry.txt",
+        help="benchmarks/mirror_symmetry.py output (quoted if it measured this checkpoint)",
+    )
+    parser.add_argument(
         "--how", default=DEFAULT_HOW, help="how the scored labels were made (a phrase)"
     )
     parser.add_argument("-o", "--output", type=Path, default=ROOT / "docs" / "model_card.md")
@@ -384,6 +430,7 @@ def main() -> None:
         args.target,
         read_ceiling(args.ceiling, float(checkpoint["conform"]["spacing_mm"])),
         args.how,
+        read_symmetry(args.symmetry, int(checkpoint["step"])),
     )
     args.output.write_text(text)
     print(f"wrote {args.output} (mean Dice all {fmt(scores.groups['all'])})")

@@ -110,3 +110,22 @@ def test_a_run_started_from_another_runs_weights_says_so(tmp_path: Path) -> None
     assert "best validation Dice 0.520, step 300" in line
     # Without the earlier run's folder: only where the weights came from.
     assert model_card.started_from(tmp_path / "gone" / "best.pt").endswith("not at random.")
+
+
+def test_symmetry_is_quoted_only_for_the_checkpoint_it_measured(tmp_path: Path) -> None:
+    path = tmp_path / "mirror_symmetry.txt"
+    path.write_text(
+        "# Left-right symmetry of the model\n| mean, original | 0.689 | 0.646 |\n\n"
+        "symmetry: step=6450 subjects=sub-09,sub-10 mean_abs_change=0.0034 "
+        "largest_change=0.0181 cortical_gap=+0.043 mirror_gap=+0.043\n"
+    )
+    assert model_card.read_symmetry(path, 7650) is None  # another model's measurement
+    assert model_card.read_symmetry(tmp_path / "missing.txt", 6450) is None
+    fields = model_card.read_symmetry(path, 6450)
+    assert fields is not None and fields["mean_abs_change"] == "0.0034"
+    line = model_card.symmetry_line(fields)
+    assert "sub-09/sub-10" in line and "0.003 on average (at most 0.018)" in line
+    assert "not a bias of the model" in line
+    # A gap that stays on the label side when the anatomy is mirrored is the model's.
+    biased = model_card.symmetry_line({**fields, "mirror_gap": "-0.040"})
+    assert "the model is biased" in biased and "not a bias" not in biased

@@ -190,6 +190,7 @@ def card(
     ceiling: dict[str, float] | None = None,
     how: str = DEFAULT_HOW,
     symmetry: dict[str, str] | None = None,
+    chosen: str | None = None,
 ) -> str:
     config = checkpoint["train_config"]
     conform = checkpoint["conform"]
@@ -258,7 +259,7 @@ def card(
         f"{optim['optimizer']} lr {optim['lr']:g} with a {optim['schedule']} schedule, "
         f"{config['amp']} autocast; augmentation: spatial, bias field, gamma, contrast, "
         "resolution, noise and background (loose masks, noise floors).",
-        f"- Checkpoint shipped: step {checkpoint['step']}.",
+        f"- Checkpoint shipped: step {checkpoint['step']}" + (f" ({chosen})." if chosen else "."),
     ]
     if config.get("init_weights"):
         lines.append(started_from(Path(config["init_weights"])))
@@ -409,6 +410,9 @@ def main() -> None:
         help="benchmarks/mirror_symmetry.py output (quoted if it measured this checkpoint)",
     )
     parser.add_argument(
+        "--chosen", help="why this step was shipped, when not simply the best validation step"
+    )
+    parser.add_argument(
         "--how", default=DEFAULT_HOW, help="how the scored labels were made (a phrase)"
     )
     parser.add_argument("-o", "--output", type=Path, default=ROOT / "docs" / "model_card.md")
@@ -431,6 +435,7 @@ def main() -> None:
         read_ceiling(args.ceiling, float(checkpoint["conform"]["spacing_mm"])),
         args.how,
         read_symmetry(args.symmetry, int(checkpoint["step"])),
+        args.chosen,
     )
     args.output.write_text(text)
     print(f"wrote {args.output} (mean Dice all {fmt(scores.groups['all'])})")

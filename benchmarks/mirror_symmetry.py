@@ -105,6 +105,12 @@ def main(argv: list[str] | None = None) -> int:
         args.model, device=args.device, tta=not args.no_tta, canvases=args.canvases
     )
     protocol = segmenter.protocol
+    if protocol.name != FULL_PROTOCOL:  # the references are imported into dkt-aseg ids
+        print(
+            f"mirror_symmetry: the model labels {protocol.name!r}, not {FULL_PROTOCOL!r}",
+            file=sys.stderr,
+        )
+        return 2
     names, ids = protocol.names[1:], protocol.ids[1:]  # no background
     twins = flip_permutation(protocol.name)[1:] - 1  # mirror twin of each, itself on the midline
     step = segmenter.checkpoint.step

@@ -15,6 +15,7 @@ from wholebrain.conform import (
     ConformConfig,
     Conformed,
     conform,
+    conform_shifted,
     labels_from_canvases,
     normalise_intensities,
     robust_intensity_range,
@@ -310,6 +311,21 @@ def _translation_matrix(shift: tuple[float, float, float]) -> np.ndarray:
     matrix = np.eye(4)
     matrix[:3, 3] = shift
     return matrix
+
+
+def test_shifted_canvases_at_once_equal_one_conform_per_shift() -> None:
+    shape, affine = _grid(40, (1.1, 0.9, 1.2), "LIA", (9.0, -6.0, 4.0), CENTRE)
+    config = replace(SMALL, spacing_mm=2.0, canvas_shape_vox=(32, 32, 32))
+    volume = Volume(np.random.default_rng(1).random(shape, dtype=np.float32) + 1, affine)
+    shifts = [(0.0, 0.0, 0.0), (0.5, 0.5, 0.5), (0.5, 0.0, 0.5)]
+    together = conform_shifted(volume, config, shifts)
+    assert len(together) == 3
+    for canvas, shift in zip(together, shifts, strict=True):
+        alone = conform(volume, config, shift_vox=shift)
+        np.testing.assert_array_equal(canvas.image, alone.image)
+        np.testing.assert_array_equal(canvas.canvas_affine, alone.canvas_affine)
+        assert canvas.intensity_range == alone.intensity_range
+    assert not np.array_equal(together[0].canvas_affine, together[1].canvas_affine)
 
 
 @pytest.mark.parametrize("axes", ["LIA", "oblique"])

@@ -50,6 +50,7 @@ __all__ = [
     "ConformConfig",
     "Conformed",
     "conform",
+    "conform_shifted",
     "labels_from_canvases",
     "normalise_intensities",
     "robust_intensity_range",
@@ -268,28 +269,48 @@ def conform(
     Returns:
         The canvas image (float32 in [0, 1]) with both geometries, for the way back.
     """
+    return conform_shifted(volume, config, [shift_vox])[0]
+
+
+def conform_shifted(
+    volume: Volume,
+    config: ConformConfig,
+    shifts_vox: Sequence[tuple[float, float, float]],
+) -> list[Conformed]:
+    """:func:`conform` on several canvases, each moved by one of ``shifts_vox`` (canvas voxels).
+
+    The intensity levels, the head's centre and the reorientation are found once for all of
+    them (they depend on the scan, not on the shift).
+    """
     data = np.asarray(volume.data)
     native_affine = np.asarray(volume.affine, dtype=np.float64)
     shape3 = (int(data.shape[0]), int(data.shape[1]), int(data.shape[2]))
     low, high, threshold = _intensity_levels(data, config)
     reoriented_affine = Reorientation.from_affine(native_affine, shape3).affine(native_affine)
     centre_mm = _head_centre_mm(data, native_affine, threshold, config)
-    canvas_affine = _canvas_affine(reoriented_affine, centre_mm, config)
-    if any(shift_vox):
-        canvas_affine[:3, 3] += canvas_affine[:3, :3] @ np.asarray(shift_vox, np.float64)
-    reorient, to_canvas = plan(native_affine, shape3, canvas_affine)
-    log.debug("conform %s: %s path, intensity range %.4g..%.4g", shape3, to_canvas.kind, low, high)
-    image = np.empty((1, *config.canvas_shape_vox), np.float32)
-    resample_linear(reorient.view(data)[None], to_canvas, image, np.array([low], np.float32))
-    canvas_image = _normalise_in_place(image[0], low, high)
-    return Conformed(
-        image=canvas_image,
-        canvas_affine=canvas_affine,
-        native_shape=shape3,
-        native_affine=native_affine,
-        config=config,
-        intensity_range=(low, high),
-    )
+    placed = _canvas_affine(reoriented_affine, centre_mm, config)
+    canvases = []
+    for shift_vox in shifts_vox:
+        canvas_affine = placed.copy()
+        if any(shift_vox):
+            canvas_affine[:3, 3] += canvas_affine[:3, :3] @ np.asarray(shift_vox, np.float64)
+        reorient, to_canvas = plan(native_affine, shape3, canvas_affine)
+        log.debug(
+            "conform %s: %s path, intensity range %.4g..%.4g", shape3, to_canvas.kind, low, high
+        )
+        image = np.empty((1, *config.canvas_shape_vox), np.float32)
+        resample_linear(reorient.view(data)[None], to_canvas, image, np.array([low], np.float32))
+        canvases.append(
+            Conformed(
+                image=_normalise_in_place(image[0], low, high),
+                canvas_affine=canvas_affine,
+                native_shape=shape3,
+                native_affine=native_affine,
+                config=config,
+                intensity_range=(low, high),
+            )
+        )
+    return canvases
 
 
 def labels_from_canvases(

@@ -43,7 +43,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from wholebrain.conform import Conformed, conform, labels_from_canvases
+from wholebrain.conform import Conformed, conform, conform_shifted, labels_from_canvases
 from wholebrain.io import Volume
 from wholebrain.protocols import Protocol, flip_permutation
 from wholebrain.segment.options import BOUNDARIES, CANVAS_SHIFTS, DEVICES, SKULL_STRIP
@@ -208,7 +208,7 @@ class Segmenter:
                 seconds["skull-strip"] = time.perf_counter() - started
         started = time.perf_counter()
         shifts = CANVAS_SHIFTS[self.canvases]
-        canvases = [conform(volume, self.info.conform, shift_vox=shift) for shift in shifts]
+        canvases = conform_shifted(volume, self.info.conform, shifts)
         conformed = canvases[0]
         seconds["conform"] = time.perf_counter() - started
 

@@ -94,6 +94,15 @@ def started_from(init_weights: Path) -> str:
             "the ones below"
             + (f" (its best validation Dice {best[1]:.3f}, step {best[0]})" if best else "")
         )
+    elif init_weights.is_file():
+        # The earlier run's folder is gone (a new machine): the checkpoint still says its step.
+        import torch
+
+        earlier = torch.load(init_weights, map_location="cpu", weights_only=False)
+        if "step" in earlier:
+            line += f": step {earlier['step']} of an earlier run"
+            if earlier.get("created"):
+                line += f", exported {str(earlier['created'])[:10]}"
     return line + "."
 
 

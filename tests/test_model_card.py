@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
 from wholebrain.evaluate import Evaluation, evaluate_pair
 from wholebrain.io import Volume
@@ -110,6 +111,12 @@ def test_a_run_started_from_another_runs_weights_says_so(tmp_path: Path) -> None
     assert "best validation Dice 0.520, step 300" in line
     # Without the earlier run's folder: only where the weights came from.
     assert model_card.started_from(tmp_path / "gone" / "best.pt").endswith("not at random.")
+    # Only the checkpoint left (its run folder lost): the step it holds.
+    alone = tmp_path / "alone" / "best-step450.pt"
+    alone.parent.mkdir()
+    torch.save({"step": 450, "created": "2026-11-22T21:26:19+00:00"}, alone)
+    line = model_card.started_from(alone)
+    assert line.endswith("not at random: step 450 of an earlier run, exported 2026-11-22.")
 
 
 def test_symmetry_is_quoted_only_for_the_checkpoint_it_measured(tmp_path: Path) -> None:

@@ -34,7 +34,7 @@ from wholebrain.train import (
     to_toml,
     train,
 )
-from wholebrain.train.optim import learning_rate
+from wholebrain.train.optim import amp_dtype, learning_rate
 from wholebrain.train.validate import predict_full, validate
 
 SHAPE = (16, 16, 16)
@@ -186,6 +186,19 @@ def test_learning_rate_schedules() -> None:
     cosine = OptimConfig(lr=1.0, schedule="cosine")
     assert learning_rate(cosine, 50, phase) == pytest.approx(0.5)
     assert learning_rate(OptimConfig(lr=0.3, schedule="constant"), 77, phase) == 0.3
+
+
+@pytest.mark.parametrize("units", [True, False])
+def test_cpu_bf16_only_where_the_cpu_has_bf16_units(
+    units: bool, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    # Emulated bf16 made a step of the shipped recipe >120 s on an AVX2-only CPU (3.2 s fp32):
+    # a config asking for bf16 must not do that to whoever trains on such a machine.
+    monkeypatch.setattr("wholebrain.train.optim.cpu_has_bf16_units", lambda: units)
+    cpu = torch.device("cpu")
+    assert amp_dtype("bf16", cpu) == (torch.bfloat16 if units else None)
+    assert ("no bf16 matrix units" in caplog.text) is not units
+    assert amp_dtype("auto", cpu) is None and amp_dtype("off", cpu) is None
 
 
 # ---------------------------------------------------------------- resume, checkpoints

@@ -45,6 +45,7 @@ import torch
 
 from wholebrain.conform import Conformed, conform, conform_shifted, labels_from_canvases
 from wholebrain.io import Volume
+from wholebrain.model import cpu_has_bf16_units
 from wholebrain.protocols import Protocol, flip_permutation
 from wholebrain.segment.options import BOUNDARIES, CANVAS_SHIFTS, DEVICES, SKULL_STRIP
 from wholebrain.train.checkpoint import CheckpointInfo, load_checkpoint
@@ -84,7 +85,7 @@ def _fast_dtype(device: torch.device) -> torch.dtype | None:
     """The reduced precision worth using on ``device``, None for float32."""
     if device.type == "cuda":
         return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-    if torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported():
+    if cpu_has_bf16_units():
         return torch.bfloat16
     return None
 

@@ -6,14 +6,18 @@ no scheduler state beyond the step count.
 
 from __future__ import annotations
 
+import logging
 import math
 
 import torch
 
+from wholebrain.model import cpu_has_bf16_units
 from wholebrain.train.config import OptimConfig
 from wholebrain.train.strategies import Phase
 
 __all__ = ["amp_dtype", "learning_rate", "make_optimizer"]
+
+log = logging.getLogger(__name__)
 
 
 def learning_rate(optim: OptimConfig, step: int, phase: Phase) -> float:
@@ -34,11 +38,18 @@ def amp_dtype(mode: str, device: torch.device) -> torch.dtype | None:
 
     On CPU only an explicit ``"bf16"`` turns autocast on: it pays on CPUs with bf16 matrix
     units (Intel AMX / AVX512-BF16: 1.5x faster steps with channels_last, see
-    benchmarks/train_throughput.py) and is emulated, slowly, elsewhere.
+    benchmarks/train_throughput.py). Elsewhere bf16 is emulated, tens of times slower than
+    float32, so a config written on such a machine falls back to float32 with a warning.
     """
     if mode == "off":
         return None
     if device.type != "cuda":
+        if mode == "bf16" and not cpu_has_bf16_units():
+            log.warning(
+                "amp = 'bf16', but this CPU has no bf16 matrix units (AMX / AVX512-BF16): "
+                "emulated bf16 is tens of times slower than float32, so training runs in float32"
+            )
+            return None
         return torch.bfloat16 if mode == "bf16" else None
     if mode == "bf16" or (mode == "auto" and torch.cuda.is_bf16_supported()):
         return torch.bfloat16

@@ -192,7 +192,7 @@ def test_learning_rate_schedules() -> None:
 def test_cpu_bf16_only_where_the_cpu_has_bf16_units(
     units: bool, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
-    # Emulated bf16 made a step of the shipped recipe >120 s on an AVX2-only CPU (3.2 s fp32):
+    # Emulated bf16 made a step of the shipped network >120 s on an AVX2-only CPU (fp32: ~3.5 s):
     # a config asking for bf16 must not do that to whoever trains on such a machine.
     monkeypatch.setattr("wholebrain.train.optim.cpu_has_bf16_units", lambda: units)
     cpu = torch.device("cpu")

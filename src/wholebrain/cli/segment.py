@@ -54,7 +54,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[
         action=argparse.BooleanOptionalAction,
         default=True,
         help="also segment the left-right mirrored scan and average (default; about twice the "
-        "network stage: mean Dice 0.712 -> 0.727 and HD95 5.13 -> 4.19 mm on held-out Mindboggle "
+        "network stage: mean Dice 0.715 -> 0.730 and HD95 4.72 -> 4.15 mm on held-out Mindboggle "
         "subjects with the shipped model, two canvases) and write a per-structure "
         "flip agreement (Dice of the two passes) in the volume table; --no-tta: one pass",
     )
@@ -65,7 +65,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[
         default=2,
         help="segment on this many canvases offset by half a voxel and combine their "
         "probabilities on the scan's grid (default 2; each one more network stage: mean Dice "
-        "0.718 with 1, 0.727 with 2 on held-out Mindboggle subjects with the shipped model and "
+        "0.720 with 1, 0.730 with 2 on held-out Mindboggle subjects with the shipped model and "
         "flip TTA)",
     )
     parser.add_argument(

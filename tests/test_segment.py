@@ -143,6 +143,22 @@ def test_flip_tta_is_the_mean_of_the_plain_and_the_swapped_mirrored_probabilitie
     assert tissue is not None and (tissue == plain["tissue"][0].argmax(0).numpy()).all()
 
 
+def test_a_canvas_without_extras_gets_the_same_labels_and_no_agreement_or_tissue(
+    tiny_model: Path,
+) -> None:
+    # segment() reads the flip agreement and the tissue map of its first canvas only: the
+    # others skip them, and must not change what they do deliver.
+    segmenter = Segmenter(tiny_model, device="cpu", tta=True, precision="float32")
+    canvas = np.random.default_rng(4).random((48, 56, 48), dtype=np.float32)
+    classes, probabilities, agreement, tissue = segmenter._predict(canvas, True)
+    bare = segmenter._predict(canvas, True, extras=False)
+    assert agreement is not None and tissue is not None
+    assert bare[2] is None and bare[3] is None
+    assert (bare[0] == classes).all()
+    assert bare[1] is not None and probabilities is not None
+    assert (bare[1] == probabilities).all()
+
+
 def test_scored_boundaries_drop_islands_and_match_votes_on_one_hot_probabilities(
     tiny_model: Path, head_scan: Callable, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -154,7 +170,7 @@ def test_scored_boundaries_drop_islands_and_match_votes_on_one_hot_probabilities
     classes[38:44, 45:52, 38:44] = 7
     probabilities = np.eye(99, dtype=np.uint8)[classes] * 255
 
-    def predict(canvas: np.ndarray, posteriors: bool) -> tuple:
+    def predict(canvas: np.ndarray, posteriors: bool, *, extras: bool = True) -> tuple:
         return classes.copy(), probabilities.copy() if posteriors else None, None, None
 
     image = nib.load(head_scan("sub-01_T1w.nii.gz"))
@@ -187,17 +203,19 @@ def test_two_canvases_are_combined_on_the_scan_grid(
     image = nib.load(head_scan("sub-01_T1w.nii.gz"))
     volume = Volume(np.asanyarray(image.dataobj).astype(np.float32), image.affine, image.header)
     segmenter = Segmenter(tiny_model, device="cpu", tta=False, skull_strip="off", canvases=2)
-    seen = []
+    seen, extras_asked = [], []
     predict = segmenter._predict
 
-    def watched(canvas: np.ndarray, posteriors: bool) -> tuple:
+    def watched(canvas: np.ndarray, posteriors: bool, *, extras: bool = True) -> tuple:
         seen.append(canvas)
-        return predict(canvas, posteriors)
+        extras_asked.append(extras)
+        return predict(canvas, posteriors, extras=extras)
 
     monkeypatch.setattr(segmenter, "_predict", watched)
     result = segmenter.segment(volume)
     assert len(seen) == 2 and not np.array_equal(seen[0], seen[1])  # two offset canvases
     assert np.array_equal(seen[0], result.conformed.image)  # the outputs show the first
+    assert extras_asked == [True, False]  # ... and its flip agreement and tissue map alone
     assert result.labels.shape == image.shape
     single = Segmenter(tiny_model, device="cpu", tta=False, skull_strip="off", canvases=1)
     alone = single.segment(volume).labels

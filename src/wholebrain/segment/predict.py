@@ -219,8 +219,9 @@ class Segmenter:
         classes: list[np.ndarray] = []
         scores: list[np.ndarray] = []
         for index, canvas in enumerate(canvases):
+            # The flip agreement and the tissue map are reported for the first canvas only.
             found, probabilities, found_agreement, found_tissue = self._predict(
-                canvas.image, posteriors or scored
+                canvas.image, posteriors or scored, extras=index == 0
             )
             found_labels = protocol.from_index(found).astype(np.int16)
             keep_largest_brain_component(found_labels)
@@ -287,10 +288,13 @@ class Segmenter:
 
     @torch.inference_mode()
     def _predict(
-        self, canvas: np.ndarray, posteriors: bool
+        self, canvas: np.ndarray, posteriors: bool, *, extras: bool = True
     ) -> tuple[np.ndarray, np.ndarray | None, np.ndarray | None, np.ndarray | None]:
         """Class indices (uint8), class-last probabilities x 255 (uint8) if ``posteriors``
-        else None, per-class flip Dice or None, tissue-head classes or None; on the canvas."""
+        else None, per-class flip Dice or None, tissue-head classes or None; on the canvas.
+
+        ``extras=False`` skips the flip Dice and the tissue map (None), which cost two more
+        argmaxes and the tissue head per slab: for canvases whose extras nobody reads."""
         full = self.info.full_protocol
         num_classes = self.info.heads[full]
         passes = [(self._features(canvas, mirrored=False), self._head(full))]
@@ -299,7 +303,7 @@ class Segmenter:
         shape = canvas.shape
         classes = np.empty(shape, np.uint8)
         probabilities = np.empty((*shape, num_classes), np.uint8) if posteriors else None
-        tissue = np.empty(shape, np.uint8) if "tissue" in self.info.heads else None
+        tissue = np.empty(shape, np.uint8) if extras and "tissue" in self.info.heads else None
         # Per-class intersection and sizes of the two passes' labels, summed over slabs.
         overlap = torch.zeros((3, num_classes), dtype=torch.float64, device=self.device)
         for part in _slabs(shape[0], _SLAB_VOX):
@@ -318,7 +322,7 @@ class Segmenter:
                     scaled = (total[0] * (255 / len(logits))).round_().to(torch.uint8)
                     probabilities[part] = scaled.cpu().numpy()
             classes[part] = best[0].to(torch.uint8).cpu().numpy()
-            if len(logits) == 2:
+            if extras and len(logits) == 2:
                 a, b = logits[0].argmax(-1).flatten(), logits[1].argmax(-1).flatten()
                 ones = torch.ones_like(a, dtype=torch.float64)
                 overlap[0].index_add_(0, a[a == b], ones[a == b])
@@ -329,7 +333,7 @@ class Segmenter:
                 tissue_logits = _class_last(tissue_head, passes[0][0][:, :, part], self._autocast)
                 tissue[part] = tissue_logits.argmax(-1)[0].to(torch.uint8).cpu().numpy()
         agreement = None
-        if self.tta:
+        if extras and self.tta:
             sizes = overlap[1] + overlap[2]
             dice = torch.where(sizes > 0, 2 * overlap[0] / sizes.clamp_min(1), torch.nan)
             agreement = dice.cpu().numpy()

@@ -96,9 +96,9 @@ def started_from(init_weights: Path) -> str:
         )
     elif init_weights.is_file():
         # The earlier run's folder is gone (a new machine): the checkpoint still says its step.
-        import torch
+        from wholebrain.train import read_checkpoint
 
-        earlier = torch.load(init_weights, map_location="cpu", weights_only=False)
+        earlier = read_checkpoint(init_weights)
         if "step" in earlier:
             line += f": step {earlier['step']} of an earlier run"
             if earlier.get("created"):
@@ -276,7 +276,7 @@ def card(
         curve, seconds, last = read_metrics(run)
         lines.append(
             f"- Hardware: {machine}. Training time to step {last}: {seconds / 3600:.1f} h "
-            "(wall clock, several sessions resumed from checkpoints)."
+            "(wall clock, summed over the sessions the run took)."
         )
         if curve and max(curve, key=lambda point: point[1])[0] == checkpoint["step"]:
             lines.append(
@@ -427,9 +427,9 @@ def main() -> None:
     parser.add_argument("-o", "--output", type=Path, default=ROOT / "docs" / "model_card.md")
     args = parser.parse_args()
 
-    import torch
+    from wholebrain.train import read_checkpoint
 
-    checkpoint = torch.load(args.model, map_location="cpu", weights_only=False)
+    checkpoint = read_checkpoint(args.model)  # weights only: no code in the file runs
     scores = read_scores(args.eval)
     baseline = read_scores(args.baseline) if args.baseline else None
     text = card(

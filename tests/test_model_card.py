@@ -10,8 +10,10 @@ import numpy as np
 import pytest
 import torch
 
+from wholebrain.errors import InputError
 from wholebrain.evaluate import Evaluation, evaluate_pair
 from wholebrain.io import Volume
+from wholebrain.train.checkpoint import FORMAT, FORMAT_VERSION
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "benchmarks"))
@@ -114,9 +116,14 @@ def test_a_run_started_from_another_runs_weights_says_so(tmp_path: Path) -> None
     # Only the checkpoint left (its run folder lost): the step it holds.
     alone = tmp_path / "alone" / "best-step450.pt"
     alone.parent.mkdir()
-    torch.save({"step": 450, "created": "2026-11-22T21:26:19+00:00"}, alone)
+    payload = {"format": FORMAT, "format_version": FORMAT_VERSION, "step": 450}
+    torch.save({**payload, "created": "2026-11-22T21:26:19+00:00"}, alone)
     line = model_card.started_from(alone)
     assert line.endswith("not at random: step 450 of an earlier run, exported 2026-11-22.")
+    # Read as weights only, as `wholebrain` reads checkpoints: a foreign torch file is refused.
+    torch.save({"step": 450}, alone)
+    with pytest.raises(InputError, match="another kind of torch file"):
+        model_card.started_from(alone)
 
 
 def test_symmetry_is_quoted_only_for_the_checkpoint_it_measured(tmp_path: Path) -> None:

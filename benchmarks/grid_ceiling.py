@@ -87,17 +87,17 @@ def main(argv: list[str]) -> int:
                     spacing,
                     shape,
                     subject,
-                    _group_means(Evaluation("dkt-aseg", (result,))),
+                    group_means(Evaluation("dkt-aseg", (result,))),
                     seconds,
                 )
             )
         print(
-            _row(spacing, shape, "mean", _group_means(Evaluation("dkt-aseg", tuple(results))), None)
+            _row(spacing, shape, "mean", group_means(Evaluation("dkt-aseg", tuple(results))), None)
         )
     return 0
 
 
-def _group_means(evaluation: Any) -> dict[str, dict[str, float]]:
+def group_means(evaluation: Any) -> dict[str, dict[str, float]]:
     """Group -> {"dice", "hd95"}: each pair's group mean, averaged over the pairs."""
     means, _ = evaluation.group_values()
     return {

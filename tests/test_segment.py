@@ -30,6 +30,7 @@ from wholebrain.segment.predict import (
     resolve_device,
     strip_skull,
 )
+from wholebrain.segment.refine import cortex_white_matter_pairs
 from wholebrain.segment.run import outputs_for
 from wholebrain.segment.volumes import volume_rows, write_volume_table
 from wholebrain.train.checkpoint import (
@@ -88,7 +89,7 @@ def test_labels_come_back_on_the_scan_grid(tiny_model: Path, head_scan: Callable
     assert result.canvas_labels.shape == (48, 56, 48)
     assert result.flip_agreement is None and result.probabilities is None
     assert result.tissue_canvas is not None and result.tissue_canvas.max() <= 3
-    assert set(result.seconds) == {"conform", "network", "native"}
+    assert set(result.seconds) == {"conform", "network", "native", "refine"}
     assert not result.skull_stripped and result.picture is None
 
 
@@ -225,6 +226,35 @@ def test_two_canvases_are_combined_on_the_scan_grid(
         Segmenter(tiny_model, device="cpu", canvases=3)
     with pytest.raises(ValueError, match="canvases > 1 combine probabilities"):
         Segmenter(tiny_model, device="cpu", boundaries="labels")
+
+
+def test_the_ribbon_is_refined_on_the_scan_grid_unless_turned_off(
+    tiny_model: Path, head_scan: Callable, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import wholebrain.segment.predict as predict_module
+
+    image = nib.load(head_scan("sub-01_T1w.nii.gz"))
+    volume = Volume(np.asanyarray(image.dataobj).astype(np.float32), image.affine, image.header)
+    plain = Segmenter(tiny_model, device="cpu", tta=False, skull_strip="off", refine=False)
+    unrefined = plain.segment(volume)
+    assert "refine" not in unrefined.seconds
+    calls = []
+    refine = predict_module.refine_cortex
+
+    def watched(labels: np.ndarray, scan: np.ndarray, *args: object) -> dict[str, int]:
+        calls.append((labels.shape, scan is volume.data, args))
+        return refine(labels, scan, *args)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(predict_module, "refine_cortex", watched)
+    refined = Segmenter(tiny_model, device="cpu", tta=False, skull_strip="off").segment(volume)
+    assert calls == [
+        (image.shape, True, (volume.spacing_mm, cortex_white_matter_pairs(get_protocol(FULL))))
+    ]
+    # The network's labels, refined afterwards, are the refined result: nothing else differs.
+    expected = unrefined.labels.copy()
+    refine(expected, volume.data, volume.spacing_mm, cortex_white_matter_pairs(get_protocol(FULL)))
+    np.testing.assert_array_equal(refined.labels, expected)
+    np.testing.assert_array_equal(refined.canvas_labels, unrefined.canvas_labels)
 
 
 def test_posteriors_are_probabilities_on_the_canvas(tiny_model: Path) -> None:
@@ -525,6 +555,26 @@ def test_cli_choices_come_from_the_options_module_without_torch(
         [sys.executable, "-c", code], capture_output=True, text=True, check=True
     )
     assert result.stdout.strip() == "False"
+
+
+def test_no_refine_reaches_the_segmenter(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import wholebrain.segment.run as job
+
+    asked = []
+
+    def refuse(options: job.SegmentOptions) -> None:
+        asked.append(options)
+        raise SystemExit(0)
+
+    monkeypatch.setattr(job, "segmenter", refuse)
+    scan = tmp_path / "x.nii.gz"
+    nib.save(nib.Nifti1Image(np.zeros((4, 4, 4), np.float32), np.eye(4)), scan)
+    for flags, refine in (([], True), (["--no-refine"], False)):
+        with pytest.raises(SystemExit):
+            main(["segment", str(scan), "-o", str(tmp_path / "out"), *flags])
+        assert asked.pop().refine is refine
 
 
 def test_no_input_is_an_error(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

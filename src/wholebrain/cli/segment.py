@@ -69,6 +69,16 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[
         "flip TTA)",
     )
     parser.add_argument(
+        "--refine",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="sharpen the cortical ribbon on the scan's grid with the scan's own intensities "
+        "(default; ~1 s: no cortex where the scan has no signal, grey or white by a local "
+        "intensity threshold one voxel deep along the grey/white interface; mean Dice 0.730 -> "
+        "0.761 on held-out Mindboggle subjects with the shipped model); --no-refine: the "
+        "network's labels as they come back from its canvas",
+    )
+    parser.add_argument(
         "--skull-strip",
         choices=SKULL_STRIP,
         default="auto",
@@ -115,6 +125,7 @@ def run(args: argparse.Namespace) -> int:
         tta=args.tta,
         skull_strip=args.skull_strip,
         canvases=args.canvases,
+        refine=args.refine,
     )
     if args.jobs == 1:  # load (and check) the model once, before the first scan
         model = job.segmenter(options)

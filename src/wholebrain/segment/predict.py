@@ -22,7 +22,11 @@
    disagree, the label whose probability interpolates highest there wins (``boundaries=
    "probabilities"``, the default) rather than the label most of them hold (``"labels"``);
    where the canvases then disagree, the summed interpolated probabilities decide
-   (``conform.labels_from_canvases``).
+   (``conform.labels_from_canvases``);
+5. with ``refine`` (the default) the cortical ribbon is sharpened on the scan's grid with the
+   scan's own intensities (:mod:`wholebrain.segment.refine`: no cortex where the scan has no
+   signal; grey or white by a local intensity threshold one voxel deep along the grey/white
+   interface).
 
 On CPUs with bf16 matrix units (Intel AMX / AVX512-BF16) the trunk runs in bfloat16 with
 channels-last tensors, about twice as fast as float32 (benchmarks/segment.py); elsewhere in
@@ -48,6 +52,7 @@ from wholebrain.io import Volume
 from wholebrain.model import cpu_has_bf16_units
 from wholebrain.protocols import Protocol, flip_permutation
 from wholebrain.segment.options import BOUNDARIES, CANVAS_SHIFTS, DEVICES, SKULL_STRIP
+from wholebrain.segment.refine import cortex_white_matter_pairs, refine_cortex
 from wholebrain.train.checkpoint import CheckpointInfo, load_checkpoint
 
 __all__ = [
@@ -141,6 +146,9 @@ class Segmenter:
             ``probabilities`` (the neighbours' labels compete with their interpolated
             probabilities) or ``labels`` (with their interpolated one-hot votes).
         precision: ``auto`` (bf16/fp16 where the device has fast units for it) or ``float32``.
+        refine: sharpen the cortical ribbon with the scan's intensities (step 5; ~1 s; on
+            held-out Mindboggle subjects with the shipped model mean Dice 0.730 -> 0.761,
+            cortical 0.707 -> 0.754).
 
     Raises:
         InputError: the checkpoint cannot be read (see ``train.load_checkpoint``).
@@ -157,6 +165,7 @@ class Segmenter:
         precision: str = "auto",
         boundaries: str = "probabilities",
         canvases: int = 2,
+        refine: bool = True,
     ) -> None:
         if precision not in ("auto", "float32"):
             raise ValueError(f"precision must be 'auto' or 'float32', not {precision!r}")
@@ -171,6 +180,7 @@ class Segmenter:
         if canvases > 1 and boundaries != "probabilities":
             raise ValueError("canvases > 1 combine probabilities: use boundaries='probabilities'")
         self.canvases = canvases
+        self.refine = refine
         if model_path is None:
             from wholebrain.models import shipped_model_path
 
@@ -193,6 +203,11 @@ class Segmenter:
     @property
     def checkpoint(self) -> CheckpointInfo:
         return self.info
+
+    @functools.cached_property
+    def _cortex_pairs(self) -> dict[int, int]:
+        """Cortical label -> its hemisphere's white matter, for the refinement (step 5)."""
+        return cortex_white_matter_pairs(self.protocol)
 
     def segment(self, volume: Volume, *, posteriors: bool = False) -> Segmentation:
         """Segment one loaded scan (see the module docstring for the steps)."""
@@ -249,6 +264,11 @@ class Segmenter:
         if brain is not None:  # nothing outside the brain mask, whatever the network says
             labels[~brain] = 0
         seconds["native"] = time.perf_counter() - started
+        if self.refine:
+            started = time.perf_counter()
+            # The stripped scan: zero outside the brain mask, as the labels are.
+            refine_cortex(labels, volume.data, volume.spacing_mm, self._cortex_pairs)
+            seconds["refine"] = time.perf_counter() - started
         flip_agreement = None
         if agreement is not None:
             flip_agreement = {

@@ -68,6 +68,7 @@ class SegmentOptions:
     tta: bool = True  # flip test-time augmentation + per-structure agreement
     skull_strip: str = "auto"  # auto: whole-head scans are skull-stripped first; off
     canvases: int = 2  # canvases offset by half a voxel, combined on the scan's grid
+    refine: bool = True  # sharpen the cortical ribbon with the scan's intensities
 
 
 def is_bids_root(folder: Path) -> bool:
@@ -164,6 +165,7 @@ def segmenter(options: SegmentOptions) -> Segmenter:
             tta=options.tta,
             skull_strip=options.skull_strip,
             canvases=options.canvases,
+            refine=options.refine,
         )
     return _LOADED[options]
 

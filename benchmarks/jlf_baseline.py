@@ -13,6 +13,13 @@ warped labels are fused (``wholebrain.evaluate.jlf``: registration and fusion on
 ``--spacing`` mm grid, labels brought back to the target's own grid as the network's are).
 Writes ``<target>_desc-jlf_dseg.nii.gz`` per target and prints the seconds each took, so the
 model card can compare the network with the atlases it was trained on, at their cost.
+
+The fusion labels wherever an atlas does, also where a skull-stripped target has no signal
+(its mask: tight in Mindboggle, so the sulcal CSF), which ``wholebrain segment``'s refinement
+does not allow its own labels. So that the comparison is between labellings and not between
+masks, two more maps per target: ``desc-jlfnosignal`` (rule 1 of ``segment.refine``: no cortex
+where the target has no signal, what a fusion restricted to the target's mask gives) and
+``desc-jlfrefined`` (both rules, as ``segment`` refines the network's labels).
 """
 
 from __future__ import annotations
@@ -39,7 +46,12 @@ def main(argv: list[str]) -> int:
 
     from wholebrain.evaluate.jlf import FusionConfig, segment_by_fusion
     from wholebrain.io import load_image, load_labels, save_volume
+    from wholebrain.protocols import get_protocol
     from wholebrain.protocols.importers import import_labels
+    from wholebrain.segment.refine import cortex_white_matter_pairs, refine_cortex
+
+    pairs = cortex_white_matter_pairs(get_protocol("dkt-aseg"))
+    refinements = {"jlfnosignal": {"grey_white": False}, "jlfrefined": {"grey_white": True}}
 
     machine.header("wholebrain joint label fusion baseline", ["benchmarks/jlf_baseline.py", *argv])
     config = FusionConfig(spacing_mm=args.spacing, type_of_transform=args.transform)
@@ -64,6 +76,13 @@ def main(argv: list[str]) -> int:
             fused, target, args.output / f"{subject}_desc-jlf_dseg.nii.gz", force=True
         )
         print(f"{subject}: {seconds:.1f} s ({len(atlases)} registrations + fusion) -> {path}")
+        for desc, settings in refinements.items():
+            labels = fused.copy()
+            changed = refine_cortex(labels, target.data, target.spacing_mm, pairs, **settings)
+            path = save_volume(
+                labels, target, args.output / f"{subject}_desc-{desc}_dseg.nii.gz", force=True
+            )
+            print(f"{subject}: {desc}: {changed} -> {path}")
     return 0
 
 

@@ -1,7 +1,7 @@
 """Is the model left-right symmetric? Segment held-out subjects and their mirror images.
 
 Run: ``python benchmarks/mirror_symmetry.py`` (``--model PATH``, ``--subjects sub-09 sub-10``,
-``--canvases N``, ``--no-tta``). Needs ../shared/data (Mindboggle dev subjects).
+``--canvases N``, ``--no-tta``, ``--no-refine``). Needs ../shared/data (Mindboggle dev subjects).
 
 Why: on the held-out subjects the shipped model's right-hemisphere cortical regions score
 ~0.04 Dice below the left ones (joint label fusion shows no such gap). Two causes would look
@@ -92,6 +92,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--subjects", nargs="+", default=list(HELD_OUT))
     parser.add_argument("--canvases", type=int, default=2)
     parser.add_argument("--no-tta", action="store_true", help="without flip TTA")
+    parser.add_argument("--no-refine", action="store_true", help="without the ribbon refinement")
     parser.add_argument("--device", default="cpu")
     args = parser.parse_args(argv)
     if not MINDBOGGLE.is_dir():
@@ -102,7 +103,11 @@ def main(argv: list[str] | None = None) -> int:
 
     machine.header("Left-right symmetry of the model", sys.argv if argv is None else argv)
     segmenter = Segmenter(
-        args.model, device=args.device, tta=not args.no_tta, canvases=args.canvases
+        args.model,
+        device=args.device,
+        tta=not args.no_tta,
+        canvases=args.canvases,
+        refine=not args.no_refine,
     )
     protocol = segmenter.protocol
     if protocol.name != FULL_PROTOCOL:  # the references are imported into dkt-aseg ids
@@ -115,7 +120,10 @@ def main(argv: list[str] | None = None) -> int:
     twins = flip_permutation(protocol.name)[1:] - 1  # mirror twin of each, itself on the midline
     step = segmenter.checkpoint.step
     model = f"{args.model or 'shipped'} (step {step})"
-    print(f"model: {model}, flip TTA {not args.no_tta}, {args.canvases} canvases")
+    print(
+        f"model: {model}, flip TTA {not args.no_tta}, {args.canvases} canvases, "
+        f"refined {not args.no_refine}"
+    )
     print()
     print("Mean Dice per hemisphere (cortical: the 31 DKT regions a side; other: the non-cortical")
     print("Left-*/Right-* structures). On the mirror, 'left' is the original right hemisphere.")

@@ -2,9 +2,9 @@
 and ``wholebrain evaluate`` tables on subjects it never saw.
 
     python benchmarks/model_card.py --model src/wholebrain/models/dkt-aseg.pt \\
-        --run out/runs/shipped-cpu-2mm --eval out/eval/val3900.tsv \\
-        --baseline out/eval/jlf.tsv --baseline-name "joint label fusion, 8 atlases" \\
-        -o docs/model_card.md
+        --run out/runs/shipped-cpu-2mm --eval out/eval/val3900.tsv --baseline \\
+        out/eval/jlfnosignal.tsv --baseline-name "JLF, 8 atlases, in the target's mask" \\
+        --compare out/eval/jlf.tsv "JLF as fused" -o docs/model_card.md
 
 Nothing in the card is typed by hand except the prose around the numbers: the network and its
 canvas come from the checkpoint, the data counts from the run's manifest, the training time and
@@ -20,7 +20,7 @@ import datetime as dt
 import math
 import platform
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -183,7 +183,7 @@ def table(header: list[str], rows: Iterable[list[str]]) -> list[str]:
 
 DEFAULT_HOW = (
     "by `wholebrain segment` with its defaults (flip test-time augmentation, two canvases "
-    "offset by half a voxel)"
+    "offset by half a voxel, the cortical ribbon refined with the scan's own intensities)"
 )
 
 
@@ -200,7 +200,10 @@ def card(
     how: str = DEFAULT_HOW,
     symmetry: dict[str, str] | None = None,
     chosen: str | None = None,
+    others: Sequence[tuple[str, Scores]] = (),
 ) -> str:
+    """The card's markdown. ``others``: (name, scores) of more labellings of the same subjects,
+    shown beside the baseline in the group table (e.g. the baseline post-processed otherwise)."""
     config = checkpoint["train_config"]
     conform = checkpoint["conform"]
     n_params = sum(t.numel() for t in checkpoint["model"]["state_dict"].values())
@@ -251,11 +254,15 @@ def card(
             f" Even the manual labels, sent through this canvas and back (one-hot votes), score "
             f"only mean Dice {fmt(ceiling['all'])} (cortical {fmt(ceiling['cortical'])}, "
             f"subcortical {fmt(ceiling['subcortical'])}) against themselves: about the ceiling "
-            f"of any {spacing:g} mm network (`benchmarks/grid_ceiling.py`, "
+            f"of any {spacing:g} mm network on its own (`benchmarks/grid_ceiling.py`, "
             "`benchmarks/results/grid_ceiling.txt`)."
             if ceiling
             else ""
-        ),
+        )
+        + " `wholebrain segment` then refines the cortical ribbon on the scan's grid with the "
+        "scan's own intensities (no cortex where the scan has no signal; grey or white by a "
+        "local intensity threshold, one voxel deep along the grey/white interface: "
+        "`wholebrain.segment.refine`, measured rule by rule in `benchmarks/results/refine.txt`).",
         *([symmetry_line(symmetry)] if symmetry else []),
         "",
         "## Training",
@@ -317,11 +324,13 @@ def card(
     lines += [f"- `{_rel(Path(p))}` vs `{_rel(Path(r))}`" for p, r in scores.pairs]
     lines.append("")
     header = ["group", "Dice (mean ± sd)"] + ([baseline_name] if baseline else [])
+    header += [name for name, _ in others]
     rows = []
     for group in GROUPS:
         row = [group, f"{fmt(g[group])} ± {fmt(scores.group_sd.get(group, math.nan))}"]
         if baseline:
             row.append(fmt(baseline.groups[group]))
+        row += [fmt(other.groups[group]) for _, other in others]
         rows.append(row)
     lines += table(header, rows)
     lines += ["", "Per structure (mean over the held-out subjects):", ""]
@@ -352,7 +361,8 @@ def card(
         "    --ref-format mindboggle --ref-brain "
         "../shared/data/mindboggle-oasis-trt-20-dev/sub-{09,10}/t1w_brain.nii.gz -o val.tsv",
         "python benchmarks/model_card.py --model dkt-aseg.pt --run out/runs/shipped-cpu-2mm "
-        "--eval val.tsv --baseline out/eval/jlf.tsv  # jlf: benchmarks/jlf_baseline.py",
+        "--eval val.tsv --baseline jlfnosignal.tsv  "
+        "# jlfnosignal.tsv: evaluate of benchmarks/jlf_baseline.py's desc-jlfnosignal maps",
         "```",
         "",
         "## Licence",
@@ -424,6 +434,14 @@ def main() -> None:
     parser.add_argument(
         "--how", default=DEFAULT_HOW, help="how the scored labels were made (a phrase)"
     )
+    parser.add_argument(
+        "--compare",
+        nargs=2,
+        action="append",
+        default=[],
+        metavar=("TABLE", "NAME"),
+        help="another labelling's evaluate table, shown beside the baseline (repeatable)",
+    )
     parser.add_argument("-o", "--output", type=Path, default=ROOT / "docs" / "model_card.md")
     args = parser.parse_args()
 
@@ -445,6 +463,7 @@ def main() -> None:
         args.how,
         read_symmetry(args.symmetry, int(checkpoint["step"])),
         args.chosen,
+        [(name, read_scores(Path(table))) for table, name in args.compare],
     )
     args.output.write_text(text)
     print(f"wrote {args.output} (mean Dice all {fmt(scores.groups['all'])})")

@@ -99,6 +99,25 @@ def test_the_threshold_follows_a_bias_field_that_one_global_threshold_would_not(
     assert (found[44:, 10] == 2).all() and (found[:20, 9] == 1002).all()
 
 
+def test_nothing_moves_where_white_matter_is_not_the_brighter_tissue() -> None:
+    truth, image = _ribbon()
+    image[truth == 2], image[truth == 1002] = CORTEX, WHITE  # T2-like: cortex the brighter
+    found = truth.copy()
+    found[:, 9] = 1002
+    changed = refine_cortex(found, image, (1.0, 1.0, 1.0), PAIRS)
+    assert changed["to-white"] == changed["to-cortex"] == 0
+    assert (found[:, 9] == 1002).all()
+
+
+def test_no_white_matter_interior_to_measure_leaves_the_interface_alone() -> None:
+    truth, image = _ribbon()
+    found = truth.copy()
+    found[:, :8] = 17  # one layer of white matter left (y = 8): no interior to take its mean on
+    found[:, 9] = 1002
+    changed = refine_cortex(found, image, (1.0, 1.0, 1.0), PAIRS)
+    assert changed["to-white"] == changed["to-cortex"] == 0
+
+
 def test_anisotropic_voxels_and_untouched_structures() -> None:
     truth, image = _ribbon()
     truth[:4, :4, :4] = 17  # a hippocampus in the white matter's corner: never touched

@@ -120,21 +120,22 @@ def refine_cortex(
 
     to_white = cortex & ndimage.binary_dilation(white, _FACES)
     to_cortex = white & ndimage.binary_dilation(cortex, _FACES) & (scan > 0)
-    candidates = to_white | to_cortex
-    where = np.nonzero(candidates)
+    grey, core = cortex & (scan > 0), ndimage.binary_erosion(white, _FACES, 2)
+    if not grey.any() or not core.any():  # nothing to measure either tissue's intensity on
+        return changed
+    where = np.nonzero(to_white | to_cortex)
     grey_mean, white_mean = _local_means(
-        scan,
-        {"grey": cortex & (scan > 0), "white": ndimage.binary_erosion(white, _FACES, 2)},
-        spacing_mm,
-        sigma_mm,
-        where,
+        scan, {"grey": grey, "white": core}, spacing_mm, sigma_mm, where
     )
     threshold = grey_mean + fraction * (white_mean - grey_mean)
+    # T1 contrast only: where white matter is not the brighter tissue (another contrast, or
+    # labels that do not fit the scan) the intensities cannot tell the two apart.
+    t1_contrast = white_mean > grey_mean
     value = scan[where]
     brighter = np.zeros(here.shape, bool)
-    brighter[where] = value > threshold
+    brighter[where] = (value > threshold) & t1_contrast
     darker = np.zeros(here.shape, bool)
-    darker[where] = value < threshold
+    darker[where] = (value < threshold) & t1_contrast
     to_white &= brighter
     to_cortex &= darker
 

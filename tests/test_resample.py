@@ -37,3 +37,13 @@ def test_sample_classes_reads_uint8_scores_on_their_scale() -> None:
     points = np.array([[1.5, -5.0], [1.5, 1.0], [1.5, 1.0]])  # inside; far outside
     got = sample_classes(scores, np.eye(4), points, np.array([1, 0]))
     np.testing.assert_allclose(got, [200.0, 255.0])
+
+
+def test_bounding_box_grows_by_the_margin_clipped_and_is_none_when_empty() -> None:
+    from wholebrain.resample import bounding_box
+
+    mask = np.zeros((10, 12, 14), bool)
+    assert bounding_box(mask) is None
+    mask[2, 5:7, 13] = True
+    assert bounding_box(mask) == (slice(2, 3), slice(5, 7), slice(13, 14))
+    assert bounding_box(mask, margin=3) == (slice(0, 6), slice(2, 10), slice(10, 14))

@@ -41,6 +41,7 @@ __all__ = [
     "LabelInterpolation",
     "Reorientation",
     "VoxelMap",
+    "bounding_box",
     "check_map",
     "padded_scores",
     "plan",
@@ -541,3 +542,15 @@ def sample_classes(
         fx, fy, fz = (f if d else 1 - f for f, d in zip(fraction, (dx, dy, dz), strict=True))
         total += fx * fy * fz * value
     return total
+
+
+def bounding_box(mask: np.ndarray, margin: int = 0) -> tuple[slice, slice, slice] | None:
+    """The bounding box of a 3D ``mask`` grown by ``margin`` voxels (clipped to the array);
+    None when the mask is empty."""
+    slices = []
+    for axis in range(3):
+        hits = np.flatnonzero(mask.any(axis=tuple(a for a in range(3) if a != axis)))
+        if hits.size == 0:
+            return None
+        slices.append(slice(max(0, hits[0] - margin), min(mask.shape[axis], hits[-1] + margin + 1)))
+    return slices[0], slices[1], slices[2]

@@ -46,6 +46,7 @@ from numpy.typing import NDArray
 from wholebrain.conform import ConformConfig, Conformed, conform
 from wholebrain.io import Volume
 from wholebrain.partial.registration import load_ants, volume_to_ants
+from wholebrain.resample import bounding_box
 
 __all__ = [
     "FusionConfig",
@@ -143,16 +144,6 @@ class WarpedAtlas:
     seconds: float
 
 
-def _box(mask: NDArray[np.bool_], margin: int) -> tuple[slice, slice, slice]:
-    """The bounding box of ``mask`` grown by ``margin`` voxels (the whole array when empty)."""
-    nonzero = np.nonzero(mask)
-    if nonzero[0].size == 0:
-        return (slice(0, mask.shape[0]), slice(0, mask.shape[1]), slice(0, mask.shape[2]))
-    lo = [max(int(a.min()) - margin, 0) for a in nonzero]
-    hi = [min(int(a.max()) + 1 + margin, n) for a, n in zip(nonzero, mask.shape, strict=True)]
-    return (slice(lo[0], hi[0]), slice(lo[1], hi[1]), slice(lo[2], hi[2]))
-
-
 def _cropped(conformed: Conformed, box: tuple[slice, slice, slice]) -> Any:
     """The canvas image inside ``box`` as an ANTs image with its world geometry."""
     shift = np.eye(4)
@@ -172,7 +163,13 @@ def fusion_grid(target: Volume, config: FusionConfig = FusionConfig()) -> Fusion
     """
     started = time.perf_counter()
     conformed = conform(target, config.conform)
-    box = _box(conformed.image > 0, config.margin_vox)
+    x, y, z = conformed.image.shape
+    # The whole canvas when the scan is empty.
+    box = bounding_box(conformed.image > 0, config.margin_vox) or (
+        slice(0, x),
+        slice(0, y),
+        slice(0, z),
+    )
     image = _cropped(conformed, box)
     return FusionGrid(conformed, box, image, time.perf_counter() - started)
 

@@ -38,6 +38,7 @@ from wholebrain.partial.bias import (
 )
 from wholebrain.partial.brainmask import canvas_brain_mask
 from wholebrain.partial.mrf import mean_field
+from wholebrain.resample import bounding_box
 
 __all__ = [
     "METHODS",
@@ -187,7 +188,8 @@ def segment_canvas(
         raise ValueError("segment_canvas needs a non-empty mask")
     times = seconds if seconds is not None else {}
     tick = time.perf_counter()
-    box = _bounding_box(mask)
+    box = bounding_box(mask, margin=2)
+    assert box is not None  # the mask is not empty (checked above)
     crop_image, crop_mask = image[box], mask[box]
     if config.bias.method == "n4":
         from wholebrain.partial.external import n4_correct
@@ -218,15 +220,6 @@ def segment_canvas(
     crop_labels[crop_mask] = posterior.argmax(axis=0).astype(np.uint8) + 1
     times["mrf"] = times.get("mrf", 0.0) + time.perf_counter() - tick
     return labels
-
-
-def _bounding_box(mask: np.ndarray, margin: int = 2) -> tuple[slice, slice, slice]:
-    """The mask's bounding box grown by ``margin`` voxels (clipped to the array)."""
-    slices = []
-    for axis in range(3):
-        hits = np.flatnonzero(mask.any(axis=tuple(a for a in range(3) if a != axis)))
-        slices.append(slice(max(0, hits[0] - margin), min(mask.shape[axis], hits[-1] + margin + 1)))
-    return slices[0], slices[1], slices[2]
 
 
 def _check_mask(brain_mask: np.ndarray, volume: Volume) -> np.ndarray:

@@ -35,6 +35,7 @@ import numpy as np
 from scipy import ndimage
 
 from wholebrain.protocols import Protocol
+from wholebrain.resample import bounding_box
 
 __all__ = ["cortex_white_matter_pairs", "refine_cortex"]
 
@@ -111,7 +112,7 @@ def refine_cortex(
         return changed
 
     white = (labels == _LEFT_WHITE) | (labels == _RIGHT_WHITE)
-    box = _bounding_box(cortex | white, margin=1)
+    box = bounding_box(cortex | white, margin=1)
     if box is None or not cortex.any() or not white.any():
         return changed
     here = labels[box]
@@ -132,30 +133,18 @@ def refine_cortex(
     # labels that do not fit the scan) the intensities cannot tell the two apart.
     t1_contrast = white_mean > grey_mean
     value = scan[where]
-    brighter = np.zeros(here.shape, bool)
-    brighter[where] = (value > threshold) & t1_contrast
-    darker = np.zeros(here.shape, bool)
-    darker[where] = (value < threshold) & t1_contrast
-    to_white &= brighter
-    to_cortex &= darker
+    whitens = to_white[where] & (value > threshold) & t1_contrast
+    greys = to_cortex[where] & (value < threshold) & t1_contrast
+    white_at = tuple(w[whitens] for w in where)
+    cortex_at = tuple(w[greys] for w in where)
 
     # Both rules read the network's labels, not each other's changes.
-    cortical_neighbour = _face_neighbour_mode(here, cortex, np.nonzero(to_cortex))
-    here[to_white] = white_of[here[to_white]]
-    here[to_cortex] = cortical_neighbour
-    changed["to-white"] = int(to_white.sum())
-    changed["to-cortex"] = int(to_cortex.sum())
+    cortical_neighbour = _face_neighbour_mode(here, cortex, cortex_at)
+    here[white_at] = white_of[here[white_at]]
+    here[cortex_at] = cortical_neighbour
+    changed["to-white"] = int(whitens.sum())
+    changed["to-cortex"] = int(greys.sum())
     return changed
-
-
-def _bounding_box(mask: np.ndarray, margin: int) -> tuple[slice, ...] | None:
-    found = ndimage.find_objects(mask.astype(np.uint8))
-    if not found or found[0] is None:
-        return None
-    return tuple(
-        slice(max(0, s.start - margin), min(size, s.stop + margin))
-        for s, size in zip(found[0], mask.shape, strict=True)
-    )
 
 
 def _local_means(

@@ -176,6 +176,31 @@ def blob_phantom(
     return image, labels
 
 
+@pytest.fixture(scope="session")
+def tiny_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A random 3-level network with the shipped heads on a 48x56x48 canvas of 4 mm: it stands
+    in for a trained model wherever a test is about plumbing."""
+    import torch
+
+    from wholebrain.conform import ConformConfig
+    from wholebrain.model import ModelConfig, MultiHeadUNet
+    from wholebrain.train.checkpoint import checkpoint_payload, save_checkpoint
+
+    torch.manual_seed(0)
+    model = MultiHeadUNet(
+        ModelConfig(filters=(4, 8, 16)), {"dkt-aseg": 99, "tissue": 4, "aseg": 39}
+    )
+    payload = checkpoint_payload(
+        model,
+        kind="last",
+        step=7,
+        val_dice=None,
+        conform=ConformConfig(canvas_shape_vox=(48, 56, 48), spacing_mm=4.0),
+        train_config={},
+    )
+    return save_checkpoint(tmp_path_factory.mktemp("model") / "tiny.pt", payload)
+
+
 @pytest.fixture
 def shared_data() -> Path:
     """../shared/data beside the repository; skips the test when it is absent."""

@@ -19,9 +19,7 @@ import torch
 
 from conftest import _affine
 from wholebrain.cli import main
-from wholebrain.conform import ConformConfig
 from wholebrain.io import Volume
-from wholebrain.model import ModelConfig, MultiHeadUNet
 from wholebrain.protocols import flip_permutation, get_protocol
 from wholebrain.segment.predict import (
     Segmenter,
@@ -34,29 +32,11 @@ from wholebrain.segment.refine import cortex_white_matter_pairs
 from wholebrain.segment.run import outputs_for
 from wholebrain.segment.volumes import volume_rows, write_volume_table
 from wholebrain.train.checkpoint import (
-    checkpoint_payload,
     export_for_inference,
     load_checkpoint,
-    save_checkpoint,
 )
 
 FULL = "dkt-aseg"
-
-
-@pytest.fixture(scope="module")
-def tiny_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A random 3-level network with the shipped heads on a 48x56x48 canvas of 4 mm."""
-    torch.manual_seed(0)
-    model = MultiHeadUNet(ModelConfig(filters=(4, 8, 16)), {FULL: 99, "tissue": 4, "aseg": 39})
-    payload = checkpoint_payload(
-        model,
-        kind="last",
-        step=7,
-        val_dice=None,
-        conform=ConformConfig(canvas_shape_vox=(48, 56, 48), spacing_mm=4.0),
-        train_config={},
-    )
-    return save_checkpoint(tmp_path_factory.mktemp("model") / "tiny.pt", payload)
 
 
 @pytest.fixture

@@ -24,9 +24,9 @@ log = logging.getLogger("wholebrain")
 def _subcommand_modules() -> list[ModuleType]:
     # Imported here, not at module level, so that the list stays the one place to
     # register a subcommand; these modules are cheap to import by contract.
-    from wholebrain.cli import dataset, evaluate, info, partial, segment, synth, train
+    from wholebrain.cli import calibrate, dataset, evaluate, info, partial, segment, synth, train
 
-    return [info, segment, dataset, partial, evaluate, synth, train]
+    return [info, segment, dataset, partial, evaluate, synth, train, calibrate]
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -108,6 +108,26 @@ def _jsonable(value: Any) -> Any:
     return json.loads(json.dumps(value))
 
 
+def load_annotation(row: Entry, image: Volume) -> tuple[np.ndarray, str]:
+    """A manifest row's annotation in wholebrain ids: (labels on ``image``'s grid, protocol).
+
+    Raises:
+        InputError: the file fails the input rules or holds ids its format does not have.
+        ValueError: the row has no annotation.
+    """
+    if row.annotation is None:
+        raise ValueError(f"manifest row of {row.subject} has no annotation")
+    labels = load_labels(row.annotation, like=image)
+    mask = image.data > 0 if row.format in _MASK_FROM_IMAGE_FORMATS else None
+    return import_labels(
+        labels.data,
+        row.format,
+        brain_mask=mask,
+        spacing_mm=image.spacing_mm,
+        source=str(row.annotation),
+    )
+
+
 def _check_subject(
     rows: Sequence[Entry],
 ) -> tuple[Volume, dict[str, np.ndarray], list[tuple[str, str]]]:
@@ -123,15 +143,7 @@ def _check_subject(
         if row.annotation is None:
             continue
         try:
-            labels = load_labels(row.annotation, like=image)
-            mask = image.data > 0 if row.format in _MASK_FROM_IMAGE_FORMATS else None
-            imported, protocol = import_labels(
-                labels.data,
-                row.format,
-                brain_mask=mask,
-                spacing_mm=image.spacing_mm,
-                source=str(row.annotation),
-            )
+            imported, protocol = load_annotation(row, image)
             if protocol != row.protocol:
                 problems.append(
                     (

@@ -15,7 +15,9 @@
 3. each head reads those features in slabs along the first axis, so the 99-channel logits of
    the full head never exist for the whole canvas at once (99 x 9.6 M float32 voxels would
    be 3.8 GB); with ``tta`` the trunk also runs on the left-right mirrored canvas and each
-   slab averages the two passes' probabilities (mirrored labels swapped back);
+   slab averages the two passes' probabilities (mirrored labels swapped back); a model with a
+   calibration (``wholebrain calibrate``, :mod:`wholebrain.segment.calibrate`) multiplies them
+   by its class weights, fitted so the structure volumes of its training scans come out right;
 4. the brain is cleaned (:func:`keep_largest_brain_component`: islands of labels in the
    skull or the neck of whole-head scans are dropped) and the labels go back to the input's
    own grid through ``Conformed.to_native``: where the canvas neighbours of a scan voxel
@@ -147,8 +149,11 @@ class Segmenter:
             probabilities) or ``labels`` (with their interpolated one-hot votes).
         precision: ``auto`` (bf16/fp16 where the device has fast units for it) or ``float32``.
         refine: sharpen the cortical ribbon with the scan's intensities (step 5; ~1 s; on
-            held-out Mindboggle subjects with the shipped model mean Dice 0.730 -> 0.761,
-            cortical 0.707 -> 0.754).
+            held-out Mindboggle subjects with the shipped model mean Dice 0.738 -> 0.769,
+            cortical 0.718 -> 0.765).
+        calibrate: weight the full head's probabilities by the checkpoint's calibration when
+            it has one (the shipped model's, fitted on its 8 training subjects: 0.761 ->
+            0.769 on the held-out ones); False: the network's own probabilities.
 
     Raises:
         InputError: the checkpoint cannot be read (see ``train.load_checkpoint``).
@@ -166,6 +171,7 @@ class Segmenter:
         boundaries: str = "probabilities",
         canvases: int = 2,
         refine: bool = True,
+        calibrate: bool = True,
     ) -> None:
         if precision not in ("auto", "float32"):
             raise ValueError(f"precision must be 'auto' or 'float32', not {precision!r}")
@@ -194,6 +200,15 @@ class Segmenter:
         if self.channels_last:  # oneDNN's bf16 convolutions want channels-last tensors
             self.model.to(memory_format=torch.channels_last_3d)  # type: ignore[call-overload]
         self.load_seconds = time.perf_counter() - started
+        self._log_weights: torch.Tensor | None = None
+        if calibrate and self.info.calibration is not None:
+            weights = self.info.calibration["log_weights"]
+            self._log_weights = torch.tensor(weights, dtype=torch.float32, device=self.device)
+
+    @property
+    def calibrated(self) -> bool:
+        """Whether the full head's probabilities are reweighted by the model's calibration."""
+        return self._log_weights is not None
 
     @property
     def protocol(self) -> Protocol:
@@ -212,19 +227,9 @@ class Segmenter:
     def segment(self, volume: Volume, *, posteriors: bool = False) -> Segmentation:
         """Segment one loaded scan (see the module docstring for the steps)."""
         seconds: dict[str, float] = {}
-        picture, brain = None, None
-        if self.skull_strip == "auto":
-            from wholebrain.partial.brainmask import looks_skull_stripped
-
-            started = time.perf_counter()
-            if looks_skull_stripped(volume) is False:
-                brain, picture = head_brain_mask(volume)
-                if brain is not None:
-                    volume = strip_skull(volume, brain)
-                seconds["skull-strip"] = time.perf_counter() - started
+        volume, brain, picture = self._strip(volume, seconds)
         started = time.perf_counter()
-        shifts = CANVAS_SHIFTS[self.canvases]
-        canvases = conform_shifted(volume, self.info.conform, shifts)
+        canvases = conform_shifted(volume, self.info.conform, CANVAS_SHIFTS[self.canvases])
         conformed = canvases[0]
         seconds["conform"] = time.perf_counter() - started
 
@@ -286,6 +291,38 @@ class Segmenter:
             seconds=seconds,
         )
 
+    def conformed_canvases(self, volume: Volume) -> list[Conformed]:
+        """The canvases :meth:`segment` would run the network on (after step 0)."""
+        stripped, _, _ = self._strip(volume, {})
+        return conform_shifted(stripped, self.info.conform, CANVAS_SHIFTS[self.canvases])
+
+    def canvas_probabilities(self, canvas: Conformed, *, calibrated: bool = False) -> np.ndarray:
+        """The full head's class-last probabilities x 255 (uint8) on one canvas, with the
+        flip TTA if on; not reweighted by the calibration unless ``calibrated``."""
+        _, probabilities, _, _ = self._predict(
+            canvas.image, True, extras=False, calibrated=calibrated
+        )
+        assert probabilities is not None  # asked for
+        return probabilities
+
+    def _strip(
+        self, volume: Volume, seconds: dict[str, float]
+    ) -> tuple[Volume, np.ndarray | None, Conformed | None]:
+        """Step 0: (the scan, skull-stripped if it is a whole head; its brain mask or None;
+        the unmasked scan conformed for the QC picture or None)."""
+        if self.skull_strip != "auto":
+            return volume, None, None
+        from wholebrain.partial.brainmask import looks_skull_stripped
+
+        started = time.perf_counter()
+        picture, brain = None, None
+        if looks_skull_stripped(volume) is False:
+            brain, picture = head_brain_mask(volume)
+            if brain is not None:
+                volume = strip_skull(volume, brain)
+            seconds["skull-strip"] = time.perf_counter() - started
+        return volume, brain, picture
+
     # --- the network ---------------------------------------------------------------------
 
     def _autocast(self) -> contextlib.AbstractContextManager[object]:
@@ -308,13 +345,17 @@ class Segmenter:
 
     @torch.inference_mode()
     def _predict(
-        self, canvas: np.ndarray, posteriors: bool, *, extras: bool = True
+        self, canvas: np.ndarray, posteriors: bool, *, extras: bool = True, calibrated: bool = True
     ) -> tuple[np.ndarray, np.ndarray | None, np.ndarray | None, np.ndarray | None]:
         """Class indices (uint8), class-last probabilities x 255 (uint8) if ``posteriors``
         else None, per-class flip Dice or None, tissue-head classes or None; on the canvas.
 
         ``extras=False`` skips the flip Dice and the tissue map (None), which cost two more
-        argmaxes and the tissue head per slab: for canvases whose extras nobody reads."""
+        argmaxes and the tissue head per slab: for canvases whose extras nobody reads.
+        ``calibrated``: the (averaged) probabilities are multiplied by the calibration's class
+        weights and normalised again, when the model has one (the flip Dice compares the two
+        passes' own labels either way)."""
+        log_weights = self._log_weights if calibrated else None
         full = self.info.full_protocol
         num_classes = self.info.heads[full]
         passes = [(self._features(canvas, mirrored=False), self._head(full))]
@@ -331,12 +372,17 @@ class Segmenter:
                 _class_last(head, features[:, :, part], self._autocast) for features, head in passes
             ]
             if len(logits) == 1 and probabilities is None:
-                # The argmax of the logits is that of the probabilities: no softmax needed.
-                best = logits[0].argmax(-1)
+                # The argmax of the logits is that of the probabilities: no softmax needed
+                # (and weighting the probabilities is adding the log weights to the logits).
+                first = logits[0] if log_weights is None else logits[0] + log_weights
+                best = first.argmax(-1)
             else:
                 total = torch.softmax(logits[0], dim=-1)
                 for more in logits[1:]:
                     total.add_(torch.softmax(more, dim=-1))
+                if log_weights is not None:  # p_k w_k / sum_j p_j w_j, kept summing to the passes
+                    total.mul_(log_weights.exp())
+                    total.mul_(len(logits) / total.sum(-1, keepdim=True))
                 best = total.argmax(-1)  # of the sum: the same as of the mean
                 if probabilities is not None:
                     scaled = (total[0] * (255 / len(logits))).round_().to(torch.uint8)

@@ -69,6 +69,7 @@ class SegmentOptions:
     skull_strip: str = "auto"  # auto: whole-head scans are skull-stripped first; off
     canvases: int = 2  # canvases offset by half a voxel, combined on the scan's grid
     refine: bool = True  # sharpen the cortical ribbon with the scan's intensities
+    calibrate: bool = True  # apply the model's class weights (wholebrain calibrate), if any
 
 
 def is_bids_root(folder: Path) -> bool:
@@ -166,6 +167,7 @@ def segmenter(options: SegmentOptions) -> Segmenter:
             skull_strip=options.skull_strip,
             canvases=options.canvases,
             refine=options.refine,
+            calibrate=options.calibrate,
         )
     return _LOADED[options]
 

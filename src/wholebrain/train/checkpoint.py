@@ -15,6 +15,9 @@ load)::
     train_config                    the resolved TrainConfig dict of the run
     training                        resume state: optimizer, grad scaler, RNG states,
                                     best_val_dice, seconds (wall time so far)
+    calibration                     optional, written by ``wholebrain calibrate``:
+                                    {"log_weights": one per class of the full head, ...}
+                                    (:mod:`wholebrain.segment.calibrate`)
 
 Writing goes through :func:`wholebrain.io.atomic_output`: a crash never leaves a half-written
 checkpoint. :func:`load_checkpoint` returns the model and a :class:`CheckpointInfo`; nothing
@@ -70,6 +73,7 @@ class CheckpointInfo:
     train_config: dict[str, Any]  # the resolved training config
     package_version: str  # wholebrain version that wrote it
     created: str  # ISO 8601 time of writing (UTC)
+    calibration: dict[str, Any] | None = None  # per-class prior weights of the full head
 
 
 def _protocol_table(name: str) -> list[list[Any]]:
@@ -236,5 +240,26 @@ def load_checkpoint(
         train_config=dict(payload["train_config"]),
         package_version=str(payload["package_version"]),
         created=str(payload["created"]),
+        calibration=_calibration(payload, heads, path),
     )
     return model, info
+
+
+def _calibration(
+    payload: dict[str, Any], heads: dict[str, int], path: str | Path
+) -> dict[str, Any] | None:
+    """The checkpoint's calibration, checked to fit its full head; None when it has none."""
+    calibration = payload.get("calibration")
+    if calibration is None:
+        return None
+    weights = calibration.get("log_weights") if isinstance(calibration, dict) else None
+    expected = heads.get(str(payload["full_protocol"]))
+    if not isinstance(weights, list) or len(weights) != expected:
+        found = f"{len(weights)} weights" if isinstance(weights, list) else "no weight list"
+        raise InputError(
+            path,
+            f"a calibration with one log weight per class of the full head ({expected})",
+            found,
+            "calibrate the model again (wholebrain calibrate)",
+        )
+    return dict(calibration)

@@ -119,7 +119,8 @@ def main(argv: list[str] | None = None) -> int:
     names, ids = protocol.names[1:], protocol.ids[1:]  # no background
     twins = flip_permutation(protocol.name)[1:] - 1  # mirror twin of each, itself on the midline
     step = segmenter.checkpoint.step
-    model = f"{args.model or 'shipped'} (step {step})"
+    calibrated = "yes" if segmenter.calibrated else "no"
+    model = f"{args.model or 'shipped'} (step {step}, calibrated {calibrated})"
     print(
         f"model: {model}, flip TTA {not args.no_tta}, {args.canvases} canvases, "
         f"refined {not args.no_refine}"
@@ -163,7 +164,7 @@ def main(argv: list[str] | None = None) -> int:
     print()
     # One line for benchmarks/model_card.py (read_symmetry) to quote in the model card.
     print(
-        f"symmetry: step={step} subjects={','.join(args.subjects)} "
+        f"symmetry: step={step} calibrated={calibrated} subjects={','.join(args.subjects)} "
         f"mean_abs_change={np.nanmean(change):.4f} largest_change={change[worst]:.4f} "
         f"cortical_gap={gap:+.3f} mirror_gap={mirror_gap:+.3f}"
     )

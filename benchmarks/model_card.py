@@ -134,9 +134,10 @@ def read_ceiling(path: Path, spacing: float) -> dict[str, float] | None:
     return None
 
 
-def read_symmetry(path: Path, step: int) -> dict[str, str] | None:
+def read_symmetry(path: Path, step: int, calibrated: bool = False) -> dict[str, str] | None:
     """The ``symmetry:`` line of benchmarks/mirror_symmetry.py's output, if it measured the
-    checkpoint of ``step`` (an older model's symmetry says nothing about this one), or None.
+    checkpoint of ``step`` with the same calibration (an older model's symmetry says nothing
+    about this one; lines without the field were measured uncalibrated), or None.
 
     Returns its fields: subjects, mean_abs_change, largest_change, cortical_gap, mirror_gap.
     """
@@ -145,9 +146,54 @@ def read_symmetry(path: Path, step: int) -> dict[str, str] | None:
     for line in path.read_text().splitlines():
         if line.startswith("symmetry: "):
             fields = dict(item.split("=", 1) for item in line.split()[1:] if "=" in item)
-            if fields.get("step") == str(step):
+            if fields.get("step") == str(step) and _same_calibration(fields, calibrated):
                 return fields
     return None
+
+
+def _same_calibration(fields: dict[str, str], calibrated: bool) -> bool:
+    return fields.get("calibrated", "no") == ("yes" if calibrated else "no")
+
+
+@dataclass(frozen=True)
+class RobustnessRow:
+    """One ``mean`` row of benchmarks/robustness.py: a variant of the held-out scans."""
+
+    variant: str
+    cortical: float
+    subcortical: float
+    all: float
+    round_trip: float | None  # the manual labels' own Dice through the variant's grid
+
+
+def read_robustness(path: Path, step: int, calibrated: bool) -> tuple[str, list[RobustnessRow]]:
+    """The subjects and mean rows of benchmarks/robustness.py's output, if it measured this
+    checkpoint (step and calibration); else ("", [])."""
+    if not path.is_file():
+        return "", []
+    lines = path.read_text().splitlines()
+    found = [
+        (i, dict(item.split("=", 1) for item in line.split()[1:] if "=" in item))
+        for i, line in enumerate(lines)
+        if line.startswith("robustness: ")
+    ]
+    matching = [
+        (i, fields)
+        for i, fields in found
+        if fields.get("step") == str(step) and _same_calibration(fields, calibrated)
+    ]
+    if not matching:
+        return "", []
+    start, fields = matching[-1]
+    rows = []
+    for line in lines[start + 1 :]:
+        # Columns as robustness._row writes them: variant (11), subject (8), grid (22), numbers.
+        if len(line) < 20 or line[12:20].strip() != "mean":
+            continue
+        numbers = [float(n) for n in line[43:].split()]
+        trip = numbers[4] if len(numbers) > 4 else None
+        rows.append(RobustnessRow(line[:11].strip(), numbers[0], numbers[1], numbers[2], trip))
+    return fields.get("subjects", "").replace(",", "/"), rows
 
 
 def symmetry_line(symmetry: dict[str, str]) -> str:
@@ -183,7 +229,8 @@ def table(header: list[str], rows: Iterable[list[str]]) -> list[str]:
 
 DEFAULT_HOW = (
     "by `wholebrain segment` with its defaults (flip test-time augmentation, two canvases "
-    "offset by half a voxel, the cortical ribbon refined with the scan's own intensities)"
+    "offset by half a voxel, the model's calibration if it has one, the cortical ribbon refined "
+    "with the scan's own intensities)"
 )
 
 
@@ -201,9 +248,11 @@ def card(
     symmetry: dict[str, str] | None = None,
     chosen: str | None = None,
     others: Sequence[tuple[str, Scores]] = (),
+    robustness: tuple[str, Sequence[RobustnessRow]] = ("", ()),
 ) -> str:
     """The card's markdown. ``others``: (name, scores) of more labellings of the same subjects,
-    shown beside the baseline in the group table (e.g. the baseline post-processed otherwise)."""
+    shown beside the baseline in the group table (e.g. the baseline post-processed otherwise);
+    ``robustness``: :func:`read_robustness` of the same checkpoint, or nothing."""
     config = checkpoint["train_config"]
     conform = checkpoint["conform"]
     n_params = sum(t.numel() for t in checkpoint["model"]["state_dict"].values())
@@ -260,7 +309,8 @@ def card(
             else ""
         )
         + " `wholebrain segment` then refines the cortical ribbon on the scan's grid with the "
-        "scan's own intensities (no cortex where the scan has no signal; grey or white by a "
+        "scan's own intensities (no cortex where the scan has no signal or is darker than half "
+        "the local cortex; grey or white by a "
         "local intensity threshold, one voxel deep along the grey/white interface: "
         "`wholebrain.segment.refine`, measured rule by rule in `benchmarks/results/refine.txt`).",
         *([symmetry_line(symmetry)] if symmetry else []),
@@ -277,6 +327,20 @@ def card(
         "resolution, noise and background (loose masks, noise floors).",
         f"- Checkpoint shipped: step {checkpoint['step']}" + (f" ({chosen})." if chosen else "."),
     ]
+    calibration = checkpoint.get("calibration")
+    if calibration:
+        weights_range = [
+            math.exp(min(calibration["log_weights"])),
+            math.exp(max(calibration["log_weights"])),
+        ]
+        lines.append(
+            "- Calibrated by `wholebrain calibrate` on "
+            f"{'/'.join(calibration['subjects'])} ({calibration['method']}): each structure's "
+            f"probability is multiplied by a weight between {weights_range[0]:.2f} and "
+            f"{weights_range[1]:.2f}, fitted so that the structure volumes of those training "
+            "scans match their manual labels; `wholebrain segment --no-calibration` leaves the "
+            "network's own probabilities."
+        )
     if config.get("init_weights"):
         lines.append(started_from(Path(config["init_weights"])))
     if run is not None and (run / "metrics.csv").is_file():
@@ -344,6 +408,31 @@ def card(
             row.append(fmt(baseline.structures.get(label, ("", math.nan, math.nan))[1]))
         rows.append(row)
     lines += table(header, rows)
+    subjects, rows = robustness
+    if rows:
+        lines += [
+            "",
+            "## Robustness",
+            "",
+            f"The held-out {subjects} in other geometries and contrasts (each written to a file "
+            "and segmented with segment's defaults; resampled variants scored on the original "
+            "1 mm grid, beside what the manual labels themselves keep through the same grid "
+            "and back; `benchmarks/robustness.py`, `benchmarks/results/robustness.txt`):",
+            "",
+        ]
+        lines += table(
+            ["variant", "Dice all", "cortical", "subcortical", "manual labels' round trip"],
+            (
+                [
+                    r.variant,
+                    fmt(r.all),
+                    fmt(r.cortical),
+                    fmt(r.subcortical),
+                    "" if r.round_trip is None else fmt(r.round_trip),
+                ]
+                for r in rows
+            ),
+        )
     lines += [
         "",
         "## Reproduce",
@@ -353,6 +442,8 @@ def card(
         "wholebrain train configs/shipped-cpu.toml --resume",
         'python -c "from wholebrain.train.checkpoint import export_for_inference as e; '
         "e('out/runs/shipped-cpu-2mm/best.pt', 'dkt-aseg.pt')\"",
+        "wholebrain calibrate train.csv --model dkt-aseg.pt -o dkt-aseg.pt --force  "
+        "# train.csv: the manifest rows of sub-01..08",
         "wholebrain segment val.csv -o out/eval/seg --model dkt-aseg.pt  "
         "# val.csv: subject,image rows of sub-09, sub-10",
         "wholebrain evaluate --pred out/eval/seg/sub-{09,10}_desc-wholebrain_dseg.nii.gz \\",
@@ -429,6 +520,12 @@ def main() -> None:
         help="benchmarks/mirror_symmetry.py output (quoted if it measured this checkpoint)",
     )
     parser.add_argument(
+        "--robustness",
+        type=Path,
+        default=ROOT / "benchmarks" / "results" / "robustness.txt",
+        help="benchmarks/robustness.py output (quoted if it measured this checkpoint)",
+    )
+    parser.add_argument(
         "--chosen", help="why this step was shipped, when not simply the best validation step"
     )
     parser.add_argument(
@@ -448,6 +545,7 @@ def main() -> None:
     from wholebrain.train import read_checkpoint
 
     checkpoint = read_checkpoint(args.model)  # weights only: no code in the file runs
+    step, calibrated = int(checkpoint["step"]), checkpoint.get("calibration") is not None
     scores = read_scores(args.eval)
     baseline = read_scores(args.baseline) if args.baseline else None
     text = card(
@@ -461,9 +559,10 @@ def main() -> None:
         args.target,
         read_ceiling(args.ceiling, float(checkpoint["conform"]["spacing_mm"])),
         args.how,
-        read_symmetry(args.symmetry, int(checkpoint["step"])),
+        read_symmetry(args.symmetry, step, calibrated),
         args.chosen,
         [(name, read_scores(Path(table))) for table, name in args.compare],
+        read_robustness(args.robustness, step, calibrated),
     )
     args.output.write_text(text)
     print(f"wrote {args.output} (mean Dice all {fmt(scores.groups['all'])})")

@@ -180,8 +180,9 @@ def main(argv: list[str]) -> int:
     title = "wholebrain robustness to geometry and contrast"
     machine.header(title, ["benchmarks/robustness.py", *argv])
     segmenter = Segmenter(args.model)
+    step, calibrated = segmenter.checkpoint.step, "yes" if segmenter.calibrated else "no"
     print(
-        f"model: {segmenter.checkpoint.path} (step {segmenter.checkpoint.step}), segment's "
+        f"model: {segmenter.checkpoint.path} (step {step}, calibrated {calibrated}), segment's "
         "defaults; scored by wholebrain evaluate (dkt-aseg) against the manual labels"
     )
     print(
@@ -231,6 +232,8 @@ def main(argv: list[str]) -> int:
                 means = group_means(Evaluation("dkt-aseg", (result,)))
                 print(_row(variant.name, subject, _grid(image, affine), means, trip_text, seconds))
     print()
+    # The mean rows below are what benchmarks/model_card.py (read_robustness) quotes.
+    print(f"robustness: step={step} calibrated={calibrated} subjects={','.join(args.subjects)}")
     for variant in chosen:
         means = group_means(Evaluation("dkt-aseg", tuple(results[variant.name])))
         trip_text = ""

@@ -143,3 +143,124 @@ def test_symmetry_is_quoted_only_for_the_checkpoint_it_measured(tmp_path: Path) 
     # A gap that stays on the label side when the anatomy is mirrored is the model's.
     biased = model_card.symmetry_line({**fields, "mirror_gap": "-0.040"})
     assert "the model is biased" in biased and "not a bias" not in biased
+
+
+def test_a_calibrated_model_quotes_only_a_calibrated_symmetry(tmp_path: Path) -> None:
+    path = tmp_path / "mirror_symmetry.txt"
+    path.write_text(
+        "symmetry: step=1100 subjects=sub-09,sub-10 mean_abs_change=0.0031 "
+        "largest_change=0.0378 cortical_gap=+0.021 mirror_gap=+0.020\n"
+        "symmetry: step=1100 calibrated=yes subjects=sub-09,sub-10 mean_abs_change=0.0029 "
+        "largest_change=0.0300 cortical_gap=+0.020 mirror_gap=+0.019\n"
+    )
+    plain = model_card.read_symmetry(path, 1100)
+    calibrated = model_card.read_symmetry(path, 1100, calibrated=True)
+    assert plain is not None and plain["mean_abs_change"] == "0.0031"
+    assert calibrated is not None and calibrated["mean_abs_change"] == "0.0029"
+
+
+def _means(cortical: float, subcortical: float, everything: float) -> dict[str, dict[str, float]]:
+    return {
+        "cortical": {"dice": cortical, "hd95": 4.0},
+        "subcortical": {"dice": subcortical, "hd95": 2.0},
+        "all": {"dice": everything, "hd95": 3.5},
+    }
+
+
+def _robustness_output() -> str:
+    import robustness
+
+    return "\n".join(
+        [
+            "# wholebrain robustness to geometry and contrast",
+            robustness._row("as given", "sub-09", "ASL 1x1x1 mm", _means(0.7, 0.8, 0.75), "", 13),
+            "",
+            "robustness: step=900 calibrated=no subjects=sub-09",
+            robustness._row("as given", "mean", "", _means(0.1, 0.1, 0.1), "", None),
+            "robustness: step=1100 calibrated=yes subjects=sub-09,sub-10",
+            robustness._row("as given", "mean", "", _means(0.765, 0.807, 0.769), "", None),
+            robustness._row("pitch 15", "mean", "", _means(0.77, 0.81, 0.775), "", None),
+            robustness._row("1x1x1.5 mm", "mean", "", _means(0.7, 0.79, 0.72), "     0.929", None),
+        ]
+    )
+
+
+def test_robustness_rows_written_by_robustness_are_read_back(tmp_path: Path) -> None:
+    path = tmp_path / "robustness.txt"
+    path.write_text(_robustness_output() + "\n")
+    subjects, rows = model_card.read_robustness(path, 1100, calibrated=True)
+    assert subjects == "sub-09/sub-10"
+    assert [r.variant for r in rows] == ["as given", "pitch 15", "1x1x1.5 mm"]
+    assert (rows[0].all, rows[0].cortical, rows[0].subcortical) == (0.769, 0.765, 0.807)
+    assert rows[0].round_trip is None and rows[2].round_trip == 0.929
+    # Another model's measurement, or none, is not quoted.
+    assert model_card.read_robustness(path, 1100, calibrated=False) == ("", [])
+    assert model_card.read_robustness(tmp_path / "absent.txt", 1100, True) == ("", [])
+
+
+def test_the_card_says_what_the_checkpoint_and_the_tables_say(tmp_path: Path) -> None:
+    model = tmp_path / "dkt-aseg.pt"
+    model.write_bytes(b"x" * 2_000_000)  # the card quotes the file's size
+    checkpoint = {
+        "step": 1100,
+        "full_protocol": "dkt-aseg",
+        "conform": {"canvas_shape_vox": [96, 112, 112], "spacing_mm": 2.0},
+        "model": {"state_dict": {"w": torch.zeros(1000, 3)}},
+        "train_config": {
+            "strategy": "multitask",
+            "steps": 1100,
+            "batch_size": 2,
+            "amp": "bf16",
+            "loss_weights": {"dkt-aseg": 1.0, "aseg": 0.5},
+            "data": {
+                "manifest": "absent.csv",
+                "patch_size_vox": [64, 64, 64],
+                "full_fraction": 0.8,
+                "foreground_fraction": 0.5,
+            },
+            "optim": {"optimizer": "adamw", "lr": 2e-4, "schedule": "poly"},
+            "model": {"filters": [16, 32, 64, 128, 256]},
+        },
+        "calibration": {
+            "log_weights": [0.0, -1.0, 0.5],
+            "method": "volume matching",
+            "subjects": ["sub-01", "sub-02"],
+        },
+    }
+    structures = {
+        10: ("Left-Thalamus", 0.9, 1.5),
+        1002: ("ctx-lh-caudalanteriorcingulate", 0.7, 4.0),
+    }
+    scores = model_card.Scores(
+        [("seg/sub-09.nii.gz", "ref/sub-09.nii.gz")],
+        {"cortical": 0.765, "subcortical": 0.807, "all": 0.769},
+        {"cortical": 0.005, "subcortical": 0.01, "all": 0.008},
+        structures,
+    )
+    baseline = model_card.Scores([], {"cortical": 0.759, "subcortical": 0.784, "all": 0.75}, {}, {})
+    path = tmp_path / "robustness.txt"
+    path.write_text(_robustness_output() + "\n")
+    text = model_card.card(
+        checkpoint,
+        model,
+        scores,
+        baseline,
+        "JLF in the mask",
+        None,
+        "a test machine",
+        robustness=model_card.read_robustness(path, 1100, calibrated=True),
+    )
+    assert "mean Dice 0.769 over all structures, 0.765 cortical, 0.807 subcortical" in text
+    assert "(baseline, JLF in the mask: 0.750 / 0.759 / 0.784)" in text
+    assert "0.769 is below 0.8; it is better than the baseline (0.750)" in text
+    assert "0.0 M parameters" in text and "2.0 MB as float16" in text
+    assert "on a 96x112x112 canvas of 2 mm voxels" in text
+    assert "Calibrated by `wholebrain calibrate` on sub-01/sub-02 (volume matching)" in text
+    assert "a weight between 0.37 and 1.65" in text
+    assert "| 1002 | ctx-lh-caudalanteriorcingulate | 0.700 | 4.0 | n/a |" in text
+    assert "## Robustness" in text and "| pitch 15 | 0.775 | 0.770 | 0.810 |  |" in text
+    assert "| 1x1x1.5 mm | 0.720 | 0.700 | 0.790 | 0.929 |" in text
+    # Without a calibration or a robustness measurement, neither is mentioned.
+    del checkpoint["calibration"]
+    bare = model_card.card(checkpoint, model, scores, None, "", None, "a test machine")
+    assert "Calibrated" not in bare and "## Robustness" not in bare

@@ -43,6 +43,36 @@ def test_cortex_without_signal_is_cleared_and_nothing_else() -> None:
     np.testing.assert_array_equal(found, expected)
 
 
+def test_dark_cortex_is_cleared_where_the_scan_is_not_exactly_zero() -> None:
+    # A resampled (or unmasked) scan: beyond the cortex the signal fades instead of stopping.
+    truth, image = _ribbon()
+    image[:, 13], image[:, 14] = 0.6 * CORTEX, 0.3 * CORTEX  # a partial-volume voxel, then CSF
+    found = truth.copy()
+    found[:, 13:15] = 1002  # the network's ribbon two voxels too thick
+    changed = refine_cortex(found, image, (1.0, 1.0, 1.0), PAIRS)
+    assert changed["dark"] == 24 * 24 and changed["no-signal"] == 0
+    assert (found[:, 14] == 0).all()  # darker than half the local cortex: not cortex
+    assert (found[:, 13] == 1002).all()  # brighter than half: kept (the partial volume)
+    np.testing.assert_array_equal(found[:, :13], truth[:, :13])
+    # dark=0: only exact zeros are cleared, as before the dark part of rule 1.
+    found = truth.copy()
+    found[:, 13:15] = 1002
+    assert refine_cortex(found, image, (1.0, 1.0, 1.0), PAIRS, dark=0)["dark"] == 0
+    assert (found[:, 13:15] == 1002).all()
+
+
+def test_dark_is_judged_against_the_local_cortex() -> None:
+    # The right half twice as bright: the same intensity (35) is more than half of the left
+    # half's cortex (60) and less than half of the right half's (120).
+    truth, image = _ribbon((64, 24, 24))
+    image[32:] *= 2.0
+    image[:, 13] = 35.0
+    found = truth.copy()
+    found[:, 13] = 1002
+    refine_cortex(found, image, (1.0, 1.0, 1.0), PAIRS)
+    assert (found[:20, 13] == 1002).all() and (found[44:, 13] == 0).all()
+
+
 def test_a_voxel_off_at_the_grey_white_interface_is_put_right_either_way() -> None:
     truth, image = _ribbon()
     too_deep = truth.copy()
@@ -105,7 +135,7 @@ def test_nothing_moves_where_white_matter_is_not_the_brighter_tissue() -> None:
     found = truth.copy()
     found[:, 9] = 1002
     changed = refine_cortex(found, image, (1.0, 1.0, 1.0), PAIRS)
-    assert changed["to-white"] == changed["to-cortex"] == 0
+    assert changed["to-white"] == changed["to-cortex"] == changed["dark"] == 0
     assert (found[:, 9] == 1002).all()
 
 
@@ -132,6 +162,7 @@ def test_nothing_to_do_and_bad_shapes() -> None:
     image = np.ones((8, 8, 8), np.float32)
     assert refine_cortex(labels, image, (1.0, 1.0, 1.0), PAIRS) == {
         "no-signal": 0,
+        "dark": 0,
         "to-white": 0,
         "to-cortex": 0,
     }

@@ -8,7 +8,9 @@ The scan, at its full resolution, shows both boundaries. Two rules, on the scan'
 1. **No cortex without signal.** A voxel whose intensity is exactly 0 (removed by the skull
    stripping, or air) is no cerebral cortex: its cortical label is cleared. Mindboggle's tight
    masks zero the sulcal CSF, so this alone moves the cortex's outer boundary to where the
-   tissue ends.
+   tissue ends. Nor is a voxel darker than half the local cortex mean (``dark``): where a
+   masked scan was resampled to another grid (its sulci blurred, no longer exactly 0) or the
+   sulcal CSF is dark but not masked, that is more CSF than grey matter.
 2. **Grey or white by intensity, one voxel deep.** In a T1 white matter is brighter than
    cortex. Along the grey/white interface the network drew, a cortical voxel brighter than
    ``mg + fraction * (mw - mg)`` becomes white matter of its hemisphere, and a white-matter
@@ -20,11 +22,14 @@ The scan, at its full resolution, shows both boundaries. Two rules, on the scan'
 
 Chosen on the eight training subjects (labels of the shipped model with segment's defaults,
 scored by ``wholebrain evaluate``; benchmarks/refine.py, benchmarks/results/refine.txt): mean
-Dice 0.768 without, 0.783 with rule 1, 0.798 with both (``fraction`` 0.4; 0.3-0.5 gave
-0.791-0.798); one threshold for the whole scan instead of local ones: 0.793. Checked on the
-held-out sub-09/10: 0.730, 0.744, 0.761. In a prototype on four training subjects, two voxels
+Dice 0.775 without, 0.789 with rule 1's zeros, 0.805 with both rules (``fraction`` 0.4;
+0.3-0.5 gave 0.799-0.805); one threshold for the whole scan instead of local ones: 0.799.
+``dark`` changes nothing there (0.805 for 0.3-0.6: their sulci are exactly 0); on four of
+them resampled to 0.7 mm it takes 0.771 to 0.785 (0.3-0.7: 0.781, 0.784, 0.785, 0.783,
+0.775), to 1x1x1.5 mm 0.763 to 0.771. In a prototype on four training subjects, two voxels
 deep was worse, and a +-25 % bias field added to the scan left the local threshold's gain
-intact and took most of the global one's.
+intact and took most of the global one's. The held-out sub-09/10 check the choice
+(benchmarks/results/cpu_model_eval.txt).
 """
 
 from __future__ import annotations
@@ -41,6 +46,7 @@ __all__ = ["cortex_white_matter_pairs", "refine_cortex"]
 
 FRACTION = 0.4  # of the way from cortex to white matter intensity: the grey/white threshold
 SIGMA_MM = 6.0  # how far the local mean intensities reach
+DARK = 0.5  # cortex darker than this share of the local cortex mean is CSF or background
 _COARSE_MM = 4.0  # the local means are computed on blocks of about this size, then interpolated
 _MIN_SHARE = 0.02  # Gaussian-weighted share of a tissue below which its global median is used
 _FACES = ndimage.generate_binary_structure(3, 1)
@@ -75,6 +81,7 @@ def refine_cortex(
     fraction: float = FRACTION,
     sigma_mm: float = SIGMA_MM,
     grey_white: bool = True,
+    dark: float = DARK,
 ) -> dict[str, int]:
     """Apply the two rules of the module docstring to ``labels``, in place.
 
@@ -88,13 +95,16 @@ def refine_cortex(
             threshold lies.
         sigma_mm: the reach of the local means.
         grey_white: apply rule 2; False: rule 1 alone (benchmarks/refine.py measures each).
+        dark: with rule 2, also clear cortex darker than this fraction of the local cortex
+            mean (0: only exact zeros).
 
     Returns:
-        Voxels changed per rule: ``no-signal`` (cortex cleared), ``to-white``, ``to-cortex``.
+        Voxels changed per rule: ``no-signal`` and ``dark`` (cortex cleared), ``to-white``,
+        ``to-cortex``.
     """
     if labels.shape != image.shape:
         raise ValueError(f"labels {labels.shape} and image {image.shape} differ in shape")
-    changed = {"no-signal": 0, "to-white": 0, "to-cortex": 0}
+    changed = {"no-signal": 0, "dark": 0, "to-white": 0, "to-cortex": 0}
     if not pairs:
         return changed
     white_of = np.zeros(max(max(pairs), _RIGHT_WHITE) + 1, np.int32)
@@ -124,7 +134,7 @@ def refine_cortex(
     grey, core = cortex & (scan > 0), ndimage.binary_erosion(white, _FACES, 2)
     if not grey.any() or not core.any():  # nothing to measure either tissue's intensity on
         return changed
-    where = np.nonzero(to_white | to_cortex)
+    where = np.nonzero(to_white | to_cortex | (grey if dark > 0 else False))
     grey_mean, white_mean = _local_means(
         scan, {"grey": grey, "white": core}, spacing_mm, sigma_mm, where
     )
@@ -135,13 +145,17 @@ def refine_cortex(
     value = scan[where]
     whitens = to_white[where] & (value > threshold) & t1_contrast
     greys = to_cortex[where] & (value < threshold) & t1_contrast
+    darks = grey[where] & (value < dark * grey_mean) & t1_contrast
     white_at = tuple(w[whitens] for w in where)
     cortex_at = tuple(w[greys] for w in where)
+    dark_at = tuple(w[darks] for w in where)
 
     # Both rules read the network's labels, not each other's changes.
     cortical_neighbour = _face_neighbour_mode(here, cortex, cortex_at)
     here[white_at] = white_of[here[white_at]]
     here[cortex_at] = cortical_neighbour
+    here[dark_at] = 0
+    changed["dark"] = int(darks.sum())
     changed["to-white"] = int(whitens.sum())
     changed["to-cortex"] = int(greys.sum())
     return changed

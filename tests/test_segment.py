@@ -537,8 +537,11 @@ def test_cli_choices_come_from_the_options_module_without_torch(
     assert result.stdout.strip() == "False"
 
 
-def test_no_refine_reaches_the_segmenter(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+@pytest.mark.parametrize(
+    ("flag", "option"), [("--no-refine", "refine"), ("--no-calibration", "calibrate")]
+)
+def test_turning_a_step_off_reaches_the_segmenter(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, flag: str, option: str
 ) -> None:
     import wholebrain.segment.run as job
 
@@ -551,10 +554,10 @@ def test_no_refine_reaches_the_segmenter(
     monkeypatch.setattr(job, "segmenter", refuse)
     scan = tmp_path / "x.nii.gz"
     nib.save(nib.Nifti1Image(np.zeros((4, 4, 4), np.float32), np.eye(4)), scan)
-    for flags, refine in (([], True), (["--no-refine"], False)):
+    for flags, on in (([], True), ([flag], False)):
         with pytest.raises(SystemExit):
             main(["segment", str(scan), "-o", str(tmp_path / "out"), *flags])
-        assert asked.pop().refine is refine
+        assert getattr(asked.pop(), option) is on
 
 
 def test_no_input_is_an_error(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -235,25 +235,3 @@ def test_calibrate_needs_full_annotations_in_the_split(
     with pytest.raises(InputError, match="split test"):
         calibrate_model(tiny_model, manifest, tmp_path / "x.pt", splits=("test",), device="cpu")
     assert not (tmp_path / "x.pt").exists()
-
-
-def test_no_calibration_reaches_the_segmenter(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    import nibabel as nib
-
-    import wholebrain.segment.run as job
-
-    asked = []
-
-    def refuse(options: job.SegmentOptions) -> None:
-        asked.append(options)
-        raise SystemExit(0)
-
-    monkeypatch.setattr(job, "segmenter", refuse)
-    scan = tmp_path / "x.nii.gz"
-    nib.save(nib.Nifti1Image(np.zeros((4, 4, 4), np.float32), np.eye(4)), scan)
-    for flags, calibrate in (([], True), (["--no-calibration"], False)):
-        with pytest.raises(SystemExit):
-            main(["segment", str(scan), "-o", str(tmp_path / "out"), *flags])
-        assert asked.pop().calibrate is calibrate

@@ -622,6 +622,7 @@ def test_example_segments_the_icbm152_template_with_the_shipped_model(
     code, stdout, stderr = _run(capsys, "--example", "-o", str(tmp_path))
     assert code == 0, stderr
     assert "dkt-aseg" in stdout and "outputs:" in stdout
+    assert ", calibrated) on " in stdout  # the shipped model carries its class weights
     (dseg,) = tmp_path.glob("*_desc-wholebrain_dseg.nii.gz")
     stem = dseg.name.removesuffix("_desc-wholebrain_dseg.nii.gz")
     assert all(path.is_file() for path in outputs_for(tmp_path, stem))

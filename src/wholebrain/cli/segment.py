@@ -142,7 +142,8 @@ def run(args: argparse.Namespace) -> int:
         info = model.checkpoint
         print(
             f"model: {info.path} ({info.full_protocol}, {model.protocol.num_classes - 1} "
-            f"structures, step {info.step}) on {model.device}, loaded in "
+            f"structures, step {info.step}{', calibrated' if model.calibrated else ''}) on "
+            f"{model.device}, loaded in "
             f"{model.load_seconds:.1f} s"
         )
 

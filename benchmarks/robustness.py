@@ -12,7 +12,8 @@ user's file would be) and scores it with ``wholebrain.evaluate`` against the man
 - **another voxel order** (``RAS``, ``PIR``: the voxel array reordered, the affine with it, the
   world unchanged): scored on the original grid, which the prediction reaches exactly (the
   ``round trip`` column says 1.000), so any change in Dice is the pipeline's;
-- **a tilted head** (``pitch 15``, ``roll 10``: the affine rotated about the volume's centre):
+- **a tilted head** (``pitch 15``, ``pitch -15`` (chin down, about the left-right axis),
+  ``roll 10``: the affine rotated about the volume's centre):
   the reference labels take the same affine, so nothing is interpolated either;
 - **resampled** (``0.7 mm``, ``1.5 mm``, ``1x1x1.5 mm``, ``1x1x2 mm``): the scan resampled
   linearly to the new grid over the same field of view, after a Gaussian slice profile along
@@ -148,6 +149,7 @@ VARIANTS = (
     Variant("RAS", lambda d, a: reoriented(d, a, "RAS"), True),
     Variant("PIR", lambda d, a: reoriented(d, a, "PIR"), True),
     Variant("pitch 15", lambda d, a: (d, tilted(a, d.shape, 0, 15))),
+    Variant("pitch -15", lambda d, a: (d, tilted(a, d.shape, 0, -15))),
     Variant("roll 10", lambda d, a: (d, tilted(a, d.shape, 1, 10))),
     Variant("0.7 mm", lambda d, a: resampled(d, a, (0.7, 0.7, 0.7)), True),
     Variant("1.5 mm", lambda d, a: resampled(d, a, (1.5, 1.5, 1.5)), True),

@@ -109,6 +109,14 @@ def group_means(evaluation: Any) -> dict[str, dict[str, float]]:
     }
 
 
+def group_columns(means: dict[str, dict[str, float]]) -> str:
+    """The columns every Dice benchmark prints: cortical, subcortical and all Dice, HD95 mm."""
+    return (
+        f"{means['cortical']['dice']:8.3f} {means['subcortical']['dice']:8.3f} "
+        f"{means['all']['dice']:6.3f} {means['all']['hd95']:8.2f}"
+    )
+
+
 def _row(
     spacing: float,
     shape: tuple[int, int, int],
@@ -118,11 +126,7 @@ def _row(
 ) -> str:
     canvas = "x".join(map(str, shape))
     timing = "" if seconds is None else f"{seconds:5.1f}"
-    return (
-        f"{spacing:>7g}  {canvas:<12} {subject:<8} {means['cortical']['dice']:8.3f} "
-        f"{means['subcortical']['dice']:8.3f} {means['all']['dice']:6.3f} "
-        f"{means['all']['hd95']:8.2f} {timing:>5}"
-    )
+    return f"{spacing:>7g}  {canvas:<12} {subject:<8} {group_columns(means)} {timing:>5}"
 
 
 if __name__ == "__main__":

@@ -35,7 +35,7 @@ import time
 from pathlib import Path
 
 import machine  # benchmarks/machine.py: python puts the script's folder on sys.path
-from grid_ceiling import group_means
+from grid_ceiling import group_columns, group_means
 from robustness import resampled
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "mindboggle-oasis-trt-20-dev"
@@ -118,11 +118,7 @@ def main(argv: list[str]) -> int:
 
 
 def _row(subject: str, variant: str, means: dict[str, dict[str, float]], tail: str) -> str:
-    return (
-        f"{subject:<8} {variant:<18} {means['cortical']['dice']:8.3f} "
-        f"{means['subcortical']['dice']:8.3f} {means['all']['dice']:6.3f} "
-        f"{means['all']['hd95']:8.2f} {tail}"
-    )
+    return f"{subject:<8} {variant:<18} {group_columns(means)} {tail}"
 
 
 if __name__ == "__main__":

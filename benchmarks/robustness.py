@@ -43,7 +43,7 @@ import numpy as np
 from scipy import ndimage
 
 import machine  # benchmarks/machine.py: python puts the script's folder on sys.path
-from grid_ceiling import group_means
+from grid_ceiling import group_columns, group_means
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "mindboggle-oasis-trt-20-dev"
 HELD_OUT = ("sub-09", "sub-10")
@@ -261,11 +261,7 @@ def _row(
     seconds: float | None,
 ) -> str:
     timing = "" if seconds is None else f"{seconds:5.1f}"
-    return (
-        f"{variant:<11} {subject:<8} {grid:<22} {means['cortical']['dice']:8.3f} "
-        f"{means['subcortical']['dice']:8.3f} {means['all']['dice']:6.3f} "
-        f"{means['all']['hd95']:8.2f} {trip:>10} {timing:>5}"
-    )
+    return f"{variant:<11} {subject:<8} {grid:<22} {group_columns(means)} {trip:>10} {timing:>5}"
 
 
 if __name__ == "__main__":

@@ -31,6 +31,7 @@ from pathlib import Path
 import numpy as np
 
 import machine  # benchmarks/machine.py: python puts the script's folder on sys.path
+from model_card import pose_field  # the pose as the card matches it
 from wholebrain.evaluate.metrics import dice_per_class
 from wholebrain.io import Volume, load_image, load_labels
 from wholebrain.protocols import FULL_PROTOCOL, flip_permutation, get_protocol
@@ -120,7 +121,8 @@ def main(argv: list[str] | None = None) -> int:
     twins = flip_permutation(protocol.name)[1:] - 1  # mirror twin of each, itself on the midline
     step = segmenter.checkpoint.step
     calibrated = "yes" if segmenter.calibrated else "no"
-    model = f"{args.model or 'shipped'} (step {step}, calibrated {calibrated})"
+    pose = pose_field(segmenter.pose_pitch_deg)
+    model = f"{args.model or 'shipped'} (step {step}, calibrated {calibrated}, brain pitch {pose})"
     print(
         f"model: {model}, flip TTA {not args.no_tta}, {args.canvases} canvases, "
         f"refined {not args.no_refine}"
@@ -164,7 +166,8 @@ def main(argv: list[str] | None = None) -> int:
     print()
     # One line for benchmarks/model_card.py (read_symmetry) to quote in the model card.
     print(
-        f"symmetry: step={step} calibrated={calibrated} subjects={','.join(args.subjects)} "
+        f"symmetry: step={step} calibrated={calibrated} pose={pose} "
+        f"subjects={','.join(args.subjects)} "
         f"mean_abs_change={np.nanmean(change):.4f} largest_change={change[worst]:.4f} "
         f"cortical_gap={gap:+.3f} mirror_gap={mirror_gap:+.3f}"
     )

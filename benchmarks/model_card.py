@@ -134,10 +134,13 @@ def read_ceiling(path: Path, spacing: float) -> dict[str, float] | None:
     return None
 
 
-def read_symmetry(path: Path, step: int, calibrated: bool = False) -> dict[str, str] | None:
+def read_symmetry(
+    path: Path, step: int, calibrated: bool = False, pose: str = "none"
+) -> dict[str, str] | None:
     """The ``symmetry:`` line of benchmarks/mirror_symmetry.py's output, if it measured the
-    checkpoint of ``step`` with the same calibration (an older model's symmetry says nothing
-    about this one; lines without the field were measured uncalibrated), or None.
+    checkpoint of ``step`` with the same calibration and pose (an older model's symmetry says
+    nothing about this one; lines without the fields were measured uncalibrated, unposed), or
+    None. ``pose``: :func:`pose_field` of the checkpoint.
 
     Returns its fields: subjects, mean_abs_change, largest_change, cortical_gap, mirror_gap.
     """
@@ -146,13 +149,20 @@ def read_symmetry(path: Path, step: int, calibrated: bool = False) -> dict[str, 
     for line in path.read_text().splitlines():
         if line.startswith("symmetry: "):
             fields = dict(item.split("=", 1) for item in line.split()[1:] if "=" in item)
-            if fields.get("step") == str(step) and _same_calibration(fields, calibrated):
+            if fields.get("step") == str(step) and _same_calibration(fields, calibrated, pose):
                 return fields
     return None
 
 
-def _same_calibration(fields: dict[str, str], calibrated: bool) -> bool:
-    return fields.get("calibrated", "no") == ("yes" if calibrated else "no")
+def pose_field(pitch_deg: float | None) -> str:
+    """How the benchmarks' summary lines name a segmenter's pose (``pose=``)."""
+    return "none" if pitch_deg is None else f"{pitch_deg:.1f}"
+
+
+def _same_calibration(fields: dict[str, str], calibrated: bool, pose: str) -> bool:
+    return fields.get("calibrated", "no") == ("yes" if calibrated else "no") and (
+        fields.get("pose", "none") == pose
+    )
 
 
 @dataclass(frozen=True)
@@ -166,9 +176,11 @@ class RobustnessRow:
     round_trip: float | None  # the manual labels' own Dice through the variant's grid
 
 
-def read_robustness(path: Path, step: int, calibrated: bool) -> tuple[str, list[RobustnessRow]]:
+def read_robustness(
+    path: Path, step: int, calibrated: bool, pose: str = "none"
+) -> tuple[str, list[RobustnessRow]]:
     """The subjects and mean rows of benchmarks/robustness.py's output, if it measured this
-    checkpoint (step and calibration); else ("", [])."""
+    checkpoint (step, calibration and pose); else ("", [])."""
     if not path.is_file():
         return "", []
     lines = path.read_text().splitlines()
@@ -180,7 +192,7 @@ def read_robustness(path: Path, step: int, calibrated: bool) -> tuple[str, list[
     matching = [
         (i, fields)
         for i, fields in found
-        if fields.get("step") == str(step) and _same_calibration(fields, calibrated)
+        if fields.get("step") == str(step) and _same_calibration(fields, calibrated, pose)
     ]
     if not matching:
         return "", []
@@ -340,6 +352,14 @@ def card(
             f"{weights_range[1]:.2f}, fitted so that the structure volumes of those training "
             "scans match their manual labels; `wholebrain segment --no-calibration` leaves the "
             "network's own probabilities."
+        )
+    if calibration and calibration.get("brain_pitch_deg") is not None:
+        lines.append(
+            "- Pose: `wholebrain segment` turns each scan's canvases about the left-right axis "
+            "so that the long axis of its (skull-stripped) brain lies at "
+            f"{calibration['brain_pitch_deg']:.1f} deg pitch, front up: the mean of the "
+            "calibration scans', the pose the network learnt (at most 30 deg; the weights above "
+            "were fitted on canvases turned alike; `--no-pose`: the world axes)."
         )
     if config.get("init_weights"):
         lines.append(started_from(Path(config["init_weights"])))
@@ -545,7 +565,9 @@ def main() -> None:
     from wholebrain.train import read_checkpoint
 
     checkpoint = read_checkpoint(args.model)  # weights only: no code in the file runs
-    step, calibrated = int(checkpoint["step"]), checkpoint.get("calibration") is not None
+    step, calibration = int(checkpoint["step"]), checkpoint.get("calibration")
+    calibrated = calibration is not None
+    pose = pose_field((calibration or {}).get("brain_pitch_deg"))
     scores = read_scores(args.eval)
     baseline = read_scores(args.baseline) if args.baseline else None
     text = card(
@@ -559,10 +581,10 @@ def main() -> None:
         args.target,
         read_ceiling(args.ceiling, float(checkpoint["conform"]["spacing_mm"])),
         args.how,
-        read_symmetry(args.symmetry, step, calibrated),
+        read_symmetry(args.symmetry, step, calibrated, pose),
         args.chosen,
         [(name, read_scores(Path(table))) for table, name in args.compare],
-        read_robustness(args.robustness, step, calibrated),
+        read_robustness(args.robustness, step, calibrated, pose),
     )
     args.output.write_text(text)
     print(f"wrote {args.output} (mean Dice all {fmt(scores.groups['all'])})")

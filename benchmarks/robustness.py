@@ -44,6 +44,7 @@ from scipy import ndimage
 
 import machine  # benchmarks/machine.py: python puts the script's folder on sys.path
 from grid_ceiling import group_columns, group_means
+from model_card import pose_field  # the pose as the card matches it
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "mindboggle-oasis-trt-20-dev"
 HELD_OUT = ("sub-09", "sub-10")
@@ -183,8 +184,10 @@ def main(argv: list[str]) -> int:
     machine.header(title, ["benchmarks/robustness.py", *argv])
     segmenter = Segmenter(args.model)
     step, calibrated = segmenter.checkpoint.step, "yes" if segmenter.calibrated else "no"
+    pose = pose_field(segmenter.pose_pitch_deg)
     print(
-        f"model: {segmenter.checkpoint.path} (step {step}, calibrated {calibrated}), segment's "
+        f"model: {segmenter.checkpoint.path} (step {step}, calibrated {calibrated}, brain pitch "
+        f"{pose}), segment's "
         "defaults; scored by wholebrain evaluate (dkt-aseg) against the manual labels"
     )
     print(
@@ -235,7 +238,10 @@ def main(argv: list[str]) -> int:
                 print(_row(variant.name, subject, _grid(image, affine), means, trip_text, seconds))
     print()
     # The mean rows below are what benchmarks/model_card.py (read_robustness) quotes.
-    print(f"robustness: step={step} calibrated={calibrated} subjects={','.join(args.subjects)}")
+    print(
+        f"robustness: step={step} calibrated={calibrated} pose={pose} "
+        f"subjects={','.join(args.subjects)}"
+    )
     for variant in chosen:
         means = group_means(Evaluation("dkt-aseg", tuple(results[variant.name])))
         trip_text = ""

@@ -17,7 +17,10 @@ from wholebrain.conform import (
     conform,
     conform_shifted,
     labels_from_canvases,
+    long_axis_pitch_deg,
+    measure_pitch_deg,
     normalise_intensities,
+    pose_turn_deg,
     robust_intensity_range,
 )
 from wholebrain.io import Volume
@@ -599,6 +602,7 @@ def test_conformed_geometry_is_normalised_and_checked(small_conformed: Conformed
         ({"foreground_fraction": 1.0}, "foreground_fraction must be in"),
         ({"head_margin_mm": -1.0}, "head_margin_mm must be >= 0"),
         ({"axis_tolerance": 0.5}, "axis_tolerance must be in"),
+        ({"brain_pitch_deg": 60.0}, "brain_pitch_deg must be None or in"),
     ],
 )
 def test_config_is_validated(changes: dict[str, object], match: str) -> None:
@@ -619,6 +623,73 @@ def test_nearest_labels_option() -> None:
     back = conformed.to_native(conformed.labels_to_canvas(labels))
     for _, _, label in BLOBS:
         assert _dice(back, labels, label) >= 0.93
+
+
+# --- pose: the canvas turned to a brain pitch ------------------------------------------------
+
+BRAIN_CANVAS = ConformConfig(canvas_shape_vox=(48, 56, 48), spacing_mm=4.0)  # 192x224x192 mm
+
+
+def _pitched_brain(pitch_deg: float, axes: str = "RAS") -> tuple[Volume, np.ndarray]:
+    """A skull-stripped 'brain' (ellipsoid, 130 x 160 x 110 mm) whose long axis is pitched
+    ``pitch_deg`` (front up) in the world, on a 2 mm grid; and a label in its front half."""
+    shape, affine = _grid(200, (2.0, 2.0, 2.0), axes, centre_mm=CENTRE)
+    xyz = _world(shape, affine) - np.array(CENTRE)[:, None, None, None]
+    angle = np.radians(pitch_deg)
+    forward = np.cos(angle) * xyz[1] + np.sin(angle) * xyz[2]
+    up = -np.sin(angle) * xyz[1] + np.cos(angle) * xyz[2]
+    inside = (xyz[0] / 65) ** 2 + (forward / 80) ** 2 + (up / 55) ** 2 <= 1
+    image = np.where(inside, 100.0, 0.0).astype(np.float32)
+    labels = (inside & (forward > 20)).astype(np.int32) * 1028
+    return Volume(image, affine), labels
+
+
+@pytest.mark.parametrize("pitch", [-12.0, 4.0, 26.0])
+def test_the_brain_pitch_is_measured_in_the_world_whatever_the_voxel_order(pitch: float) -> None:
+    for axes in ("RAS", "PIL"):
+        assert measure_pitch_deg(_pitched_brain(pitch, axes)[0]) == pytest.approx(pitch, abs=1.5)
+
+
+def test_a_long_axis_points_forwards_and_a_disc_has_none() -> None:
+    line = np.array([[0.0, t, -0.5 * t] for t in range(-10, 11)])  # front down: -26.6 deg
+    assert long_axis_pitch_deg(line) == pytest.approx(-26.57, abs=0.01)
+    assert long_axis_pitch_deg(line[::-1]) == pytest.approx(-26.57, abs=0.01)
+    circle = [[0.0, np.cos(a), np.sin(a)] for a in np.linspace(0, 2 * np.pi, 8, endpoint=False)]
+    assert long_axis_pitch_deg(np.array(circle)) is None
+    assert long_axis_pitch_deg(np.zeros((2, 3))) is None
+
+
+def test_the_turn_brings_the_pitch_to_the_target_within_bounds() -> None:
+    assert pose_turn_deg(5.0, 20.0) == -15.0
+    assert pose_turn_deg(None, 20.0) == 0.0
+    assert pose_turn_deg(-30.0, 20.0) == -30.0  # at most 30 degrees either way
+    assert pose_turn_deg(75.0, 20.0) == 30.0
+
+
+@pytest.mark.parametrize("pitch", [2.0, 35.0])
+def test_a_posed_canvas_holds_the_brain_at_the_target_pitch_and_labels_go_back(
+    pitch: float,
+) -> None:
+    volume, labels = _pitched_brain(pitch, "LIA")
+    config = replace(BRAIN_CANVAS, brain_pitch_deg=20.0)
+    conformed = conform(volume, config)
+    on_canvas = np.argwhere(conformed.image > 0.5) * config.spacing_mm
+    assert long_axis_pitch_deg(on_canvas) == pytest.approx(20.0, abs=2.0)
+    # The canvas is the world turned about L-R only, centred on the brain as before.
+    rotation = conformed.canvas_affine[:3, :3] / config.spacing_mm
+    turn = np.degrees(np.arctan2(rotation[2, 1], rotation[1, 1]))
+    assert turn == pytest.approx(pitch - 20.0, abs=1.5)
+    np.testing.assert_allclose(rotation[:, 0], [1, 0, 0], atol=1e-12)
+    unposed = conform(volume, BRAIN_CANVAS)
+    middle = np.append((np.array(config.canvas_shape_vox) - 1) / 2, 1)
+    np.testing.assert_allclose(
+        conformed.canvas_affine @ middle, unposed.canvas_affine @ middle, atol=1e-6
+    )
+    back = conformed.to_native(conformed.labels_to_canvas(labels))
+    assert _dice(back, labels, 1028) >= 0.9  # a 4 mm canvas: blocky, but in place
+    assert _centroid_mm(back, volume.affine, 1028) == pytest.approx(
+        _centroid_mm(labels, volume.affine, 1028), abs=1.5
+    )
 
 
 # --- default canvas, 300 mm field of view ------------------------------------------------------

@@ -157,6 +157,8 @@ def test_a_calibrated_model_quotes_only_a_calibrated_symmetry(tmp_path: Path) ->
     calibrated = model_card.read_symmetry(path, 1100, calibrated=True)
     assert plain is not None and plain["mean_abs_change"] == "0.0031"
     assert calibrated is not None and calibrated["mean_abs_change"] == "0.0029"
+    assert model_card.read_symmetry(path, 1100, calibrated=True, pose="20.0") is None
+    assert model_card.pose_field(None) == "none" and model_card.pose_field(19.97) == "20.0"
 
 
 def _means(cortical: float, subcortical: float, everything: float) -> dict[str, dict[str, float]]:
@@ -177,7 +179,7 @@ def _robustness_output() -> str:
             "",
             "robustness: step=900 calibrated=no subjects=sub-09",
             robustness._row("as given", "mean", "", _means(0.1, 0.1, 0.1), "", None),
-            "robustness: step=1100 calibrated=yes subjects=sub-09,sub-10",
+            "robustness: step=1100 calibrated=yes pose=20.0 subjects=sub-09,sub-10",
             robustness._row("as given", "mean", "", _means(0.765, 0.807, 0.769), "", None),
             robustness._row("pitch 15", "mean", "", _means(0.77, 0.81, 0.775), "", None),
             robustness._row("1x1x1.5 mm", "mean", "", _means(0.7, 0.79, 0.72), "     0.929", None),
@@ -188,13 +190,14 @@ def _robustness_output() -> str:
 def test_robustness_rows_written_by_robustness_are_read_back(tmp_path: Path) -> None:
     path = tmp_path / "robustness.txt"
     path.write_text(_robustness_output() + "\n")
-    subjects, rows = model_card.read_robustness(path, 1100, calibrated=True)
+    subjects, rows = model_card.read_robustness(path, 1100, calibrated=True, pose="20.0")
     assert subjects == "sub-09/sub-10"
     assert [r.variant for r in rows] == ["as given", "pitch 15", "1x1x1.5 mm"]
     assert (rows[0].all, rows[0].cortical, rows[0].subcortical) == (0.769, 0.765, 0.807)
     assert rows[0].round_trip is None and rows[2].round_trip == 0.929
     # Another model's measurement, or none, is not quoted.
     assert model_card.read_robustness(path, 1100, calibrated=False) == ("", [])
+    assert model_card.read_robustness(path, 1100, calibrated=True) == ("", [])  # another pose
     assert model_card.read_robustness(tmp_path / "absent.txt", 1100, True) == ("", [])
 
 
@@ -225,6 +228,7 @@ def test_the_card_says_what_the_checkpoint_and_the_tables_say(tmp_path: Path) ->
             "log_weights": [0.0, -1.0, 0.5],
             "method": "volume matching",
             "subjects": ["sub-01", "sub-02"],
+            "brain_pitch_deg": 19.97,
         },
     }
     structures = {
@@ -248,7 +252,7 @@ def test_the_card_says_what_the_checkpoint_and_the_tables_say(tmp_path: Path) ->
         "JLF in the mask",
         None,
         "a test machine",
-        robustness=model_card.read_robustness(path, 1100, calibrated=True),
+        robustness=model_card.read_robustness(path, 1100, calibrated=True, pose="20.0"),
     )
     assert "mean Dice 0.769 over all structures, 0.765 cortical, 0.807 subcortical" in text
     assert "(baseline, JLF in the mask: 0.750 / 0.759 / 0.784)" in text
@@ -257,10 +261,12 @@ def test_the_card_says_what_the_checkpoint_and_the_tables_say(tmp_path: Path) ->
     assert "on a 96x112x112 canvas of 2 mm voxels" in text
     assert "Calibrated by `wholebrain calibrate` on sub-01/sub-02 (volume matching)" in text
     assert "a weight between 0.37 and 1.65" in text
+    assert "- Pose: `wholebrain segment` turns each scan's canvases" in text
+    assert "lies at 20.0 deg pitch" in text
     assert "| 1002 | ctx-lh-caudalanteriorcingulate | 0.700 | 4.0 | n/a |" in text
     assert "## Robustness" in text and "| pitch 15 | 0.775 | 0.770 | 0.810 |  |" in text
     assert "| 1x1x1.5 mm | 0.720 | 0.700 | 0.790 | 0.929 |" in text
     # Without a calibration or a robustness measurement, neither is mentioned.
     del checkpoint["calibration"]
     bare = model_card.card(checkpoint, model, scores, None, "", None, "a test machine")
-    assert "Calibrated" not in bare and "## Robustness" not in bare
+    assert "Calibrated" not in bare and "## Robustness" not in bare and "Pose" not in bare

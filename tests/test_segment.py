@@ -538,7 +538,8 @@ def test_cli_choices_come_from_the_options_module_without_torch(
 
 
 @pytest.mark.parametrize(
-    ("flag", "option"), [("--no-refine", "refine"), ("--no-calibration", "calibrate")]
+    ("flag", "option"),
+    [("--no-refine", "refine"), ("--no-calibration", "calibrate"), ("--no-pose", "pose")],
 )
 def test_turning_a_step_off_reaches_the_segmenter(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, flag: str, option: str
@@ -622,7 +623,8 @@ def test_example_segments_the_icbm152_template_with_the_shipped_model(
     code, stdout, stderr = _run(capsys, "--example", "-o", str(tmp_path))
     assert code == 0, stderr
     assert "dkt-aseg" in stdout and "outputs:" in stdout
-    assert ", calibrated) on " in stdout  # the shipped model carries its class weights
+    # The shipped model carries its class weights and its training scans' brain pitch.
+    assert ", calibrated, brain pitch 20.0 deg) on " in stdout
     (dseg,) = tmp_path.glob("*_desc-wholebrain_dseg.nii.gz")
     stem = dseg.name.removesuffix("_desc-wholebrain_dseg.nii.gz")
     assert all(path.is_file() for path in outputs_for(tmp_path, stem))

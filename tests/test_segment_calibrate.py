@@ -122,6 +122,32 @@ def test_a_calibrated_checkpoint_carries_its_weights(tiny_model: Path, tmp_path:
         load_checkpoint(tmp_path / "broken.pt")
 
 
+def test_a_calibrated_pose_turns_the_canvases_unless_told_not_to(
+    tiny_model: Path, tmp_path: Path
+) -> None:
+    weights = np.zeros(K, np.float32)
+    posed = write_calibrated(
+        tiny_model, tmp_path / "posed.pt", weights, ["x"], method="t", brain_pitch_deg=18.5
+    )
+    unposed = write_calibrated(tiny_model, tmp_path / "plain.pt", weights, ["x"], method="t")
+    assert load_checkpoint(posed)[1].calibration["brain_pitch_deg"] == 18.5  # type: ignore[index]
+    assert "brain_pitch_deg" not in (load_checkpoint(unposed)[1].calibration or {})
+    turned = Segmenter(posed, device="cpu")
+    assert turned.pose_pitch_deg == 18.5
+    assert Segmenter(posed, device="cpu", pose=False).pose_pitch_deg is None
+    assert Segmenter(unposed, device="cpu").pose_pitch_deg is None
+    # The box phantom is symmetric front to back: pitch 0, so its canvas turns by -18.5 deg.
+    rotation = turned.conformed_canvases(_volume())[0].canvas_affine[:3, :3]
+    assert np.degrees(np.arctan2(rotation[2, 1], rotation[1, 1])) == pytest.approx(-18.5)
+    plain = Segmenter(posed, device="cpu", pose=False).conformed_canvases(_volume())[0]
+    np.testing.assert_array_equal(plain.canvas_affine[:3, :3], np.diag([4.0, 4.0, 4.0]))
+    broken = read_checkpoint(posed)
+    broken["calibration"]["brain_pitch_deg"] = 90.0
+    torch.save(broken, tmp_path / "broken.pt")
+    with pytest.raises(InputError, match="brain_pitch_deg"):
+        load_checkpoint(tmp_path / "broken.pt")
+
+
 @pytest.mark.parametrize("tta", [True, False])
 def test_the_segmenter_weights_the_probabilities_unless_told_not_to(
     tiny_model: Path, tmp_path: Path, tta: bool
@@ -214,6 +240,17 @@ def test_calibrate_fits_on_the_train_rows_and_writes_a_model_segment_reads(
     assert info.calibration is not None and info.calibration["subjects"] == ["sub-01"]
     assert "volume matching" in info.calibration["method"]
     np.testing.assert_allclose(info.calibration["log_weights"], result.log_weights, atol=1e-6)
+    # The pose: the training scan's brain pitch, measured as the segmenter measures it.
+    from wholebrain.io import load_image
+
+    measured = Segmenter(tiny_model, device="cpu").brain_pitch_deg(
+        load_image(tmp_path / "sub-01_T1w.nii.gz")
+    )
+    assert measured is not None
+    assert result.pitches_deg == (measured,) and result.brain_pitch_deg == measured
+    assert info.calibration["brain_pitch_deg"] == measured
+    unposed = calibrate_model(tiny_model, manifest, tmp_path / "u.pt", device="cpu", pose=False)
+    assert unposed.brain_pitch_deg is None and unposed.pitches_deg == ()
 
     # The command: the same fit, a table, and no overwrite without --force.
     status = main(["-q", "calibrate", str(manifest), "--model", str(tiny_model), "-o", str(output)])
@@ -222,6 +259,7 @@ def test_calibrate_fits_on_the_train_rows_and_writes_a_model_segment_reads(
     assert main(["-q", *args, "--split", "train", "val", "--device", "cpu"]) == 0
     out = capsys.readouterr().out
     assert "fitted on 2 scans: sub-01, sub-02" in out and "mean |volume error|" in out
+    assert "pose: canvases turned so the brain lies at" in out
     assert f"wrote {output}" in out
 
 

@@ -15,6 +15,11 @@ above the top of the head, because the brain is at the top of a head, and L-R/P-
 on the part of the head inside the canvas. At the input's own spacing the canvas is then
 snapped to whole input voxels.
 
+Pose (``ConformConfig.brain_pitch_deg``, off by default): the canvas is turned about the
+left-right axis, through its centre, so that the long axis of the foreground (its principal
+axis in the anterior-superior plane) lies at the given pitch on the canvas: heads scanned
+chin-up or chin-down reach the network as it saw its training brains. At most 30 degrees.
+
 Intensities: ``low`` = 0.5th percentile of all voxels (the background) -> 0, ``high`` = 99th
 percentile of the foreground -> 1 (white matter lands at ~0.8-0.9), clipped to [0, 1].
 
@@ -52,7 +57,10 @@ __all__ = [
     "conform",
     "conform_shifted",
     "labels_from_canvases",
+    "long_axis_pitch_deg",
+    "measure_pitch_deg",
     "normalise_intensities",
+    "pose_turn_deg",
     "robust_intensity_range",
 ]
 
@@ -63,6 +71,7 @@ MapKind = Literal["labels", "probabilities"]
 _PERCENTILE_SAMPLES = 1_000_000  # voxels sampled (on a regular stride) to estimate percentiles
 _HEAD_STEP_MM = 3.0  # resolution of the foreground mask used to place the canvas
 _MIN_CROSS_SECTION_MM2 = 400.0  # thinner foreground slabs (ghosts, noise, a nose tip) are no head
+_MAX_TURN_DEG = 30.0  # the most ConformConfig.brain_pitch_deg turns a canvas
 
 
 @dataclass(frozen=True)
@@ -85,6 +94,11 @@ class ConformConfig:
     # canvas then takes the input's exact directions, so resampling is separable (and exact
     # array operations at the canvas spacing).
     axis_tolerance: float = 1e-3
+    # Pose: turn the canvas about the left-right axis so that the brain's long axis (measured in
+    # the anterior-superior plane, degrees, positive = front up) lies at this pitch on it; None:
+    # the canvas axes are the world axes. For brain images (segment skull-strips whole heads
+    # first): on a whole head the head's own long axis is measured.
+    brain_pitch_deg: float | None = None
 
     def __post_init__(self) -> None:
         shape = tuple(int(n) for n in self.canvas_shape_vox)  # lists from TOML/JSON are fine
@@ -112,6 +126,10 @@ class ConformConfig:
             raise ValueError(f"head_margin_mm must be >= 0, not {self.head_margin_mm}")
         if not 0 <= self.axis_tolerance <= 0.1:
             raise ValueError(f"axis_tolerance must be in [0, 0.1], not {self.axis_tolerance}")
+        if self.brain_pitch_deg is not None and not abs(self.brain_pitch_deg) <= 45:
+            raise ValueError(
+                f"brain_pitch_deg must be None or in [-45, 45], not {self.brain_pitch_deg}"
+            )
 
 
 @dataclass(frozen=True, eq=False)
@@ -287,8 +305,11 @@ def conform_shifted(
     shape3 = (int(data.shape[0]), int(data.shape[1]), int(data.shape[2]))
     low, high, threshold = _intensity_levels(data, config)
     reoriented_affine = Reorientation.from_affine(native_affine, shape3).affine(native_affine)
-    centre_mm = _head_centre_mm(data, native_affine, threshold, config)
-    placed = _canvas_affine(reoriented_affine, centre_mm, config)
+    centre_mm, head_mm = _head_placement(data, native_affine, threshold, config)
+    turn_deg = 0.0
+    if config.brain_pitch_deg is not None:
+        turn_deg = pose_turn_deg(long_axis_pitch_deg(head_mm), config.brain_pitch_deg)
+    placed = _canvas_affine(reoriented_affine, centre_mm, config, turn_deg)
     canvases = []
     for shift_vox in shifts_vox:
         canvas_affine = placed.copy()
@@ -311,6 +332,17 @@ def conform_shifted(
             )
         )
     return canvases
+
+
+def measure_pitch_deg(volume: Volume, config: ConformConfig = ConformConfig()) -> float | None:
+    """The pitch of the long axis of the image's foreground, as :func:`conform` measures it for
+    ``config.brain_pitch_deg`` (degrees in the world's anterior-superior plane, positive = front
+    up; None when it has no long axis). For a skull-stripped brain, the brain's pitch."""
+    data = np.asarray(volume.data)
+    affine = np.asarray(volume.affine, dtype=np.float64)
+    _, _, threshold = _intensity_levels(data, config)
+    _, head_mm = _head_placement(data, affine, threshold, config)
+    return long_axis_pitch_deg(head_mm)
 
 
 def labels_from_canvases(
@@ -436,10 +468,10 @@ def _normalise_in_place(image: np.ndarray, low: float, high: float) -> np.ndarra
     return image
 
 
-def _head_centre_mm(
+def _head_placement(
     data: np.ndarray, affine: np.ndarray, threshold: float, config: ConformConfig
-) -> np.ndarray:
-    """World point (RAS mm) on which to centre the canvas.
+) -> tuple[np.ndarray, np.ndarray]:
+    """World point (RAS mm) on which to centre the canvas, and the head's foreground points.
 
     The foreground (largest connected component above ``threshold``, on a ~3 mm grid) gives the
     head's extent along each world axis, counting only slabs whose foreground cross-section is
@@ -448,6 +480,10 @@ def _head_centre_mm(
     shoulders) is cut at the bottom: the canvas top sits ``head_margin_mm`` above the top of the
     head, because the brain fills the top of a head. Along L→R and P→A the canvas is centred on
     the foreground inside that I→S range, so shoulders below the canvas do not pull it.
+
+    Returns:
+        (the centre, (N, 3) world coordinates of the foreground samples inside that I→S range;
+        empty when there is no foreground).
     """
     spacing = np.linalg.norm(affine[:3, :3], axis=0)
     steps = np.maximum(1, np.round(_HEAD_STEP_MM / spacing)).astype(int)
@@ -456,7 +492,7 @@ def _head_centre_mm(
     if count == 0:
         log.warning("no foreground found; centring the canvas on the field of view")
         centre_vox = (np.array(data.shape) - 1) / 2
-        return np.asarray(affine[:3, :3] @ centre_vox + affine[:3, 3])
+        return np.asarray(affine[:3, :3] @ centre_vox + affine[:3, 3]), np.empty((0, 3))
     largest = 1 + int(np.argmax(np.bincount(components.ravel())[1:]))
     points_mm = np.argwhere(components == largest) * steps @ affine[:3, :3].T + affine[:3, 3]
     cell_mm = steps * spacing
@@ -471,7 +507,34 @@ def _head_centre_mm(
     kept = points_mm[inside] if inside.any() else points_mm
     centre = np.array([sum(_solid_range(kept[:, axis], cell_mm)) / 2 for axis in range(3)])
     centre[2] = centre_s
-    return centre
+    return centre, kept
+
+
+def long_axis_pitch_deg(points_mm: np.ndarray) -> float | None:
+    """Pitch (degrees, positive = front up) of the long axis of a point cloud in the A-S plane.
+
+    The principal axis of the points' anterior and superior world coordinates, pointed
+    forwards; None for fewer than 3 points or no preferred direction (a disc).
+    """
+    if len(points_mm) < 3:
+        return None
+    spread = np.cov(np.asarray(points_mm, np.float64)[:, 1:3].T)
+    values, vectors = np.linalg.eigh(spread)
+    if values[1] <= values[0] * (1 + 1e-6):
+        return None
+    forward, up = vectors[:, 1] * (1 if vectors[0, 1] >= 0 else -1)
+    return float(np.degrees(np.arctan2(up, forward)))
+
+
+def pose_turn_deg(pitch_deg: float | None, target_deg: float) -> float:
+    """How far to turn the canvas about the left-right axis (degrees, positive = its front up)
+    so that a long axis pitched ``pitch_deg`` in the world lies at ``target_deg`` on it.
+
+    At most ``_MAX_TURN_DEG`` either way (a pitch measured beyond that is more likely a neck or
+    an odd field of view than a head that far tilted); 0 when there is no pitch."""
+    if pitch_deg is None:
+        return 0.0
+    return float(np.clip(pitch_deg - target_deg, -_MAX_TURN_DEG, _MAX_TURN_DEG))
 
 
 def _solid_range(coords_mm: np.ndarray, cell_mm: np.ndarray) -> tuple[float, float]:
@@ -491,21 +554,32 @@ def _solid_range(coords_mm: np.ndarray, cell_mm: np.ndarray) -> tuple[float, flo
 
 
 def _canvas_affine(
-    reoriented_affine: np.ndarray, centre_mm: np.ndarray, config: ConformConfig
+    reoriented_affine: np.ndarray,
+    centre_mm: np.ndarray,
+    config: ConformConfig,
+    turn_deg: float = 0.0,
 ) -> np.ndarray:
-    """Canvas voxel -> world, centred on ``centre_mm``.
+    """Canvas voxel -> world, centred on ``centre_mm``, turned ``turn_deg`` about L-R.
 
-    Axis-aligned input: the canvas takes the input's exact axis directions (the voxel map is
-    then diagonal); at the canvas spacing it is also snapped to a whole-voxel offset of the input
-    (the voxel map is then a shift). Oblique input: the canvas axes are the world axes.
+    Axis-aligned input and no turn: the canvas takes the input's exact axis directions (the
+    voxel map is then diagonal); at the canvas spacing it is also snapped to a whole-voxel
+    offset of the input (the voxel map is then a shift). Otherwise the canvas axes are the
+    world axes turned about the left-right axis by ``turn_deg`` (positive: anterior towards
+    superior).
     """
     linear = reoriented_affine[:3, :3]
     spacing = np.linalg.norm(linear, axis=0)
     directions = linear / spacing
-    aligned = np.abs(directions - np.eye(3)).max() <= config.axis_tolerance
+    turned = abs(turn_deg) > np.degrees(config.axis_tolerance)
+    aligned = not turned and np.abs(directions - np.eye(3)).max() <= config.axis_tolerance
     step = config.spacing_mm
     canvas = np.eye(4)
-    canvas[:3, :3] = directions * step if aligned else np.eye(3) * step
+    if aligned:
+        canvas[:3, :3] = directions * step
+    else:
+        angle = np.radians(turn_deg)
+        cos, sin = np.cos(angle), np.sin(angle)
+        canvas[:3, :3] = np.array([[1, 0, 0], [0, cos, -sin], [0, sin, cos]]) * step
     half = (np.array(config.canvas_shape_vox) - 1) / 2
     canvas[:3, 3] = centre_mm - canvas[:3, :3] @ half
     if aligned and np.abs(spacing - step).max() <= config.axis_tolerance * step:

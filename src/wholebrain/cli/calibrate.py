@@ -45,6 +45,14 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
         metavar="SPLIT",
         help="manifest splits whose full annotations are used (default: train)",
     )
+    parser.add_argument(
+        "--pose",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="measure the scans' mean brain pitch, fit the weights on canvases turned to it, "
+        "and store it: segment then turns every scan's canvas so its brain lies at that pitch "
+        "(default); --no-pose: canvases on the world axes",
+    )
     parser.add_argument("--device", choices=DEVICES, default="auto", help="default: auto")
     parser.add_argument("--force", action="store_true", help="overwrite --output")
     parser.add_argument(
@@ -66,6 +74,7 @@ def run(args: argparse.Namespace) -> int:
         args.output,
         splits=tuple(args.split),
         device=args.device,
+        pose=args.pose,
         force=args.force,
         progress=None if quiet else lambda rows: tqdm(rows, desc="calibrate", unit="scan"),
     )
@@ -77,6 +86,12 @@ def run(args: argparse.Namespace) -> int:
     labelled = np.flatnonzero(manual[1:] > 0) + 1
     shown = labelled[np.argsort(-np.abs(error_before[labelled]))][:_SHOWN]
     print(f"fitted on {len(result.subjects)} scans: {', '.join(result.subjects)}")
+    if result.brain_pitch_deg is not None:
+        each = ", ".join("-" if p is None else f"{p:.1f}" for p in result.pitches_deg)
+        print(
+            f"pose: canvases turned so the brain lies at {result.brain_pitch_deg:.1f} deg pitch "
+            f"(the scans' mean; each: {each})"
+        )
     print(f"{'structure':<34} {'volume error before':>19} {'after':>8} {'weight':>7}")
     for k in shown:
         print(

@@ -18,15 +18,21 @@ no class is more than e times as likely as the network says. Voxels where one cl
 at least 250/255 of the probability cannot change label under such weights (the runner-up
 holds at most 5/255, times e^2 < 250/255) and are counted once, not kept.
 
-The weights travel in the checkpoint (``calibration``, see
-:mod:`wholebrain.train.checkpoint`): ``Segmenter`` applies them unless told not to.
+The pose comes first: the network segments a brain best in the pose it was trained in (the
+shipped one, held out: brains pitched -15 degrees chin down lose 0.028 mean Dice, +15 gain
+0.007, benchmarks/results/robustness.txt), so the mean brain pitch of the calibration scans
+(``conform.measure_pitch_deg``, after skull-stripping) is stored too, and the weights are
+fitted on canvases turned to it, as ``Segmenter`` then turns every scan's canvases.
+
+Both travel in the checkpoint (``calibration``, see :mod:`wholebrain.train.checkpoint`):
+``Segmenter`` applies them unless told not to (``calibrate=False``, ``pose=False``).
 """
 
 from __future__ import annotations
 
 import datetime
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -149,9 +155,11 @@ def write_calibrated(
     subjects: Sequence[str],
     *,
     method: str,
+    brain_pitch_deg: float | None = None,
     force: bool = False,
 ) -> Path:
-    """A copy of checkpoint ``source`` that carries the calibration (``target``, atomic).
+    """A copy of checkpoint ``source`` that carries the calibration (``target``, atomic):
+    the class weights and, if given, the brain pitch the canvases are turned to.
 
     Raises:
         InputError: ``source`` is not a wholebrain checkpoint.
@@ -166,6 +174,8 @@ def write_calibrated(
         "subjects": list(subjects),
         "created": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
     }
+    if brain_pitch_deg is not None:
+        payload["calibration"]["brain_pitch_deg"] = float(brain_pitch_deg)
     target = Path(target)
     with atomic_output(target, force=force) as tmp:
         torch.save(payload, tmp)
@@ -181,6 +191,8 @@ class CalibrationResult:
     names: tuple[str, ...]  # class names of the full head
     log_weights: np.ndarray  # (K,)
     volumes: dict[str, np.ndarray]  # manual / before / after voxel counts on the canvases
+    brain_pitch_deg: float | None  # the pose the canvases are turned to; None: not turned
+    pitches_deg: tuple[float | None, ...]  # each scan's brain pitch (empty: not measured)
 
 
 def calibrate_model(
@@ -190,6 +202,7 @@ def calibrate_model(
     *,
     splits: Sequence[str] = ("train",),
     device: str = "auto",
+    pose: bool = True,
     force: bool = False,
     progress: Callable[[Iterable[Any]], Iterable[Any]] | None = None,
 ) -> CalibrationResult:
@@ -198,7 +211,9 @@ def calibrate_model(
     Every row whose protocol is the model's full protocol (manual labels of every structure)
     and whose split is one of ``splits`` is segmented as ``wholebrain segment`` would (same
     canvases, flip TTA, skull-stripping; no calibration), and the weights are fitted on all
-    their canvases. The model is written again to ``output`` with the weights.
+    their canvases. With ``pose`` (and a model not trained on turned canvases) the scans'
+    mean brain pitch is measured first and their canvases are turned to it. The model is
+    written again to ``output`` with the weights and the pitch.
 
     Raises:
         InputError: an unreadable manifest, scan, annotation or checkpoint, or no row to fit on.
@@ -213,7 +228,7 @@ def calibrate_model(
     output = Path(output)
     if output.exists() and not force:  # before minutes of segmenting, not after
         raise OutputExistsError(output)
-    segmenter = Segmenter(model, device=device)
+    segmenter = Segmenter(model, device=device, pose=False)  # the pose is fitted here
     full = segmenter.info.full_protocol
     rows = [
         row
@@ -227,6 +242,17 @@ def calibrate_model(
             "none",
             "add the manually labelled scans to the manifest, or name their split with --split",
         )
+    pitches: tuple[float | None, ...] = ()
+    if pose and segmenter.pose_pitch_deg is None:
+        pitches = tuple(
+            segmenter.brain_pitch_deg(load_image(row.image))
+            for row in (progress(rows) if progress else rows)
+        )
+        measured = [p for p in pitches if p is not None]
+        if measured:
+            segmenter.conform_config = replace(
+                segmenter.conform_config, brain_pitch_deg=float(np.mean(measured))
+            )
     protocol = segmenter.protocol
     samples: list[CanvasSample] = []
     for row in progress(rows) if progress else rows:
@@ -241,7 +267,15 @@ def calibrate_model(
         f"volume matching on {segmenter.canvases} canvas(es) per scan, flip TTA "
         f"{'on' if segmenter.tta else 'off'}: {ROUNDS} rounds at rate {RATE}, |log w| <= {BOUND}"
     )
+    # A pose the model was trained with belongs to its canvas, not to the calibration.
+    pitch = segmenter.pose_pitch_deg if pitches else None
     path = write_calibrated(
-        segmenter.info.path, output, log_weights, subjects, method=method, force=force
+        segmenter.info.path,
+        output,
+        log_weights,
+        subjects,
+        method=method,
+        brain_pitch_deg=pitch,
+        force=force,
     )
-    return CalibrationResult(path, subjects, protocol.names, log_weights, volumes)
+    return CalibrationResult(path, subjects, protocol.names, log_weights, volumes, pitch, pitches)

@@ -9,7 +9,10 @@
    scans; on whole heads, before this step, it labelled the scalp's bright fat as white
    matter (brain volumes of ~1750 mL on the three unlabelled scans; 1100-1420 mL with it);
 1. ``conform`` puts the scan on the model's RAS canvas (the checkpoint stores it), and by
-   default on a second one offset by half a voxel (``canvases``), for steps 2-3 each;
+   default on a second one offset by half a voxel (``canvases``), for steps 2-3 each; a model
+   whose calibration holds its training scans' brain pitch (``wholebrain calibrate``) gets
+   canvases turned about the left-right axis so that this scan's brain lies at that pitch
+   (``pose``: the network segments a brain best in the pose it was trained in);
 2. the trunk runs once over the whole canvas (one forward pass: far fewer convolutions than
    overlapping windows) and its ``filters[0]`` feature channels are kept;
 3. each head reads those features in slabs along the first axis, so the 99-channel logits of
@@ -43,13 +46,19 @@ import functools
 import logging
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from wholebrain.conform import Conformed, conform, conform_shifted, labels_from_canvases
+from wholebrain.conform import (
+    Conformed,
+    conform,
+    conform_shifted,
+    labels_from_canvases,
+    measure_pitch_deg,
+)
 from wholebrain.io import Volume
 from wholebrain.model import cpu_has_bf16_units
 from wholebrain.protocols import Protocol, flip_permutation
@@ -149,11 +158,15 @@ class Segmenter:
             probabilities) or ``labels`` (with their interpolated one-hot votes).
         precision: ``auto`` (bf16/fp16 where the device has fast units for it) or ``float32``.
         refine: sharpen the cortical ribbon with the scan's intensities (step 5; ~1 s; on
-            held-out Mindboggle subjects with the shipped model mean Dice 0.738 -> 0.769,
-            cortical 0.718 -> 0.765).
+            held-out Mindboggle subjects with the shipped model mean Dice 0.746 -> 0.775,
+            cortical 0.728 -> 0.772).
         calibrate: weight the full head's probabilities by the checkpoint's calibration when
-            it has one (the shipped model's, fitted on its 8 training subjects: 0.761 ->
-            0.769 on the held-out ones); False: the network's own probabilities.
+            it has one (the shipped model's, fitted on its 8 training subjects: 0.768 ->
+            0.775 on the held-out ones); False: the network's own probabilities.
+        pose: turn the canvases so the brain's long axis lies at the pitch of the training
+            scans, when the checkpoint's calibration measured it
+            (``ConformConfig.brain_pitch_deg``; the shipped model's: 20.0 deg, 0.769 -> 0.775
+            on the held-out subjects); False: canvases on the world axes.
 
     Raises:
         InputError: the checkpoint cannot be read (see ``train.load_checkpoint``).
@@ -172,6 +185,7 @@ class Segmenter:
         canvases: int = 2,
         refine: bool = True,
         calibrate: bool = True,
+        pose: bool = True,
     ) -> None:
         if precision not in ("auto", "float32"):
             raise ValueError(f"precision must be 'auto' or 'float32', not {precision!r}")
@@ -201,14 +215,25 @@ class Segmenter:
             self.model.to(memory_format=torch.channels_last_3d)  # type: ignore[call-overload]
         self.load_seconds = time.perf_counter() - started
         self._log_weights: torch.Tensor | None = None
-        if calibrate and self.info.calibration is not None:
-            weights = self.info.calibration["log_weights"]
+        calibration = self.info.calibration or {}
+        if calibrate and "log_weights" in calibration:
+            weights = calibration["log_weights"]
             self._log_weights = torch.tensor(weights, dtype=torch.float32, device=self.device)
+        # The canvas the scans are put on: the training one, turned to the training pose.
+        self.conform_config = self.info.conform
+        pitch = calibration.get("brain_pitch_deg")
+        if pose and pitch is not None and self.conform_config.brain_pitch_deg is None:
+            self.conform_config = replace(self.conform_config, brain_pitch_deg=float(pitch))
 
     @property
     def calibrated(self) -> bool:
         """Whether the full head's probabilities are reweighted by the model's calibration."""
         return self._log_weights is not None
+
+    @property
+    def pose_pitch_deg(self) -> float | None:
+        """The brain pitch the canvases are turned to, None when they are not turned."""
+        return self.conform_config.brain_pitch_deg
 
     @property
     def protocol(self) -> Protocol:
@@ -229,7 +254,7 @@ class Segmenter:
         seconds: dict[str, float] = {}
         volume, brain, picture = self._strip(volume, seconds)
         started = time.perf_counter()
-        canvases = conform_shifted(volume, self.info.conform, CANVAS_SHIFTS[self.canvases])
+        canvases = conform_shifted(volume, self.conform_config, CANVAS_SHIFTS[self.canvases])
         conformed = canvases[0]
         seconds["conform"] = time.perf_counter() - started
 
@@ -294,7 +319,13 @@ class Segmenter:
     def conformed_canvases(self, volume: Volume) -> list[Conformed]:
         """The canvases :meth:`segment` would run the network on (after step 0)."""
         stripped, _, _ = self._strip(volume, {})
-        return conform_shifted(stripped, self.info.conform, CANVAS_SHIFTS[self.canvases])
+        return conform_shifted(stripped, self.conform_config, CANVAS_SHIFTS[self.canvases])
+
+    def brain_pitch_deg(self, volume: Volume) -> float | None:
+        """The pitch of the scan's brain (after step 0) as the pose step measures it
+        (``conform.measure_pitch_deg``), whether or not this segmenter turns canvases."""
+        stripped, _, _ = self._strip(volume, {})
+        return measure_pitch_deg(stripped, self.conform_config)
 
     def canvas_probabilities(self, canvas: Conformed, *, calibrated: bool = False) -> np.ndarray:
         """The full head's class-last probabilities x 255 (uint8) on one canvas, with the
@@ -496,8 +527,6 @@ def head_brain_mask(volume: Volume) -> tuple[np.ndarray | None, Conformed]:
 def strip_skull(volume: Volume, brain: np.ndarray) -> Volume:
     """``volume`` with every voxel outside ``brain`` set to 0 (``conform`` then normalises
     intensities on the brain alone, as for a scan the user skull-stripped)."""
-    from dataclasses import replace
-
     data = np.where(brain, volume.data, 0).astype(volume.data.dtype, copy=False)
     return replace(volume, data=data)
 

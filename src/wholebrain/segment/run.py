@@ -70,6 +70,7 @@ class SegmentOptions:
     canvases: int = 2  # canvases offset by half a voxel, combined on the scan's grid
     refine: bool = True  # sharpen the cortical ribbon with the scan's intensities
     calibrate: bool = True  # apply the model's class weights (wholebrain calibrate), if any
+    pose: bool = True  # turn the canvas to the training scans' brain pitch, if calibrated so
 
 
 def is_bids_root(folder: Path) -> bool:
@@ -168,6 +169,7 @@ def segmenter(options: SegmentOptions) -> Segmenter:
             canvases=options.canvases,
             refine=options.refine,
             calibrate=options.calibrate,
+            pose=options.pose,
         )
     return _LOADED[options]
 

@@ -16,7 +16,9 @@ load)::
     training                        resume state: optimizer, grad scaler, RNG states,
                                     best_val_dice, seconds (wall time so far)
     calibration                     optional, written by ``wholebrain calibrate``:
-                                    {"log_weights": one per class of the full head, ...}
+                                    {"log_weights": one per class of the full head,
+                                    "brain_pitch_deg": the training scans' mean brain
+                                    pitch (optional: the canvas pose), ...}
                                     (:mod:`wholebrain.segment.calibrate`)
 
 Writing goes through :func:`wholebrain.io.atomic_output`: a crash never leaves a half-written
@@ -260,6 +262,14 @@ def _calibration(
             path,
             f"a calibration with one log weight per class of the full head ({expected})",
             found,
+            "calibrate the model again (wholebrain calibrate)",
+        )
+    pitch = calibration.get("brain_pitch_deg")
+    if pitch is not None and not (isinstance(pitch, int | float) and abs(pitch) <= 45):
+        raise InputError(
+            path,
+            "a calibration whose brain_pitch_deg is a number of degrees in [-45, 45]",
+            repr(pitch),
             "calibrate the model again (wholebrain calibrate)",
         )
     return dict(calibration)

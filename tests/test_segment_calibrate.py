@@ -123,7 +123,7 @@ def test_a_calibrated_checkpoint_carries_its_weights(tiny_model: Path, tmp_path:
 
 
 def test_a_calibrated_pose_turns_the_canvases_unless_told_not_to(
-    tiny_model: Path, tmp_path: Path
+    tiny_model: Path, tmp_path: Path, phantom: Callable[[str], tuple[np.ndarray, np.ndarray]]
 ) -> None:
     weights = np.zeros(K, np.float32)
     posed = write_calibrated(
@@ -141,6 +141,18 @@ def test_a_calibrated_pose_turns_the_canvases_unless_told_not_to(
     assert np.degrees(np.arctan2(rotation[2, 1], rotation[1, 1])) == pytest.approx(-18.5)
     plain = Segmenter(posed, device="cpu", pose=False).conformed_canvases(_volume())[0]
     np.testing.assert_array_equal(plain.canvas_affine[:3, :3], np.diag([4.0, 4.0, 4.0]))
+    # A whole head left unstripped keeps the world axes: its long axis is not the brain's.
+    from wholebrain.io import Volume
+
+    head, affine = phantom("head-noise")
+    kept = Segmenter(posed, device="cpu", skull_strip="off")
+    assert kept.brain_pitch_deg(Volume(head, affine)) is None
+    (canvas,) = Segmenter(posed, device="cpu", skull_strip="off", canvases=1).conformed_canvases(
+        Volume(head, affine)
+    )
+    np.testing.assert_array_equal(canvas.canvas_affine[:3, :3], np.diag([4.0, 4.0, 4.0]))
+    brain, affine = phantom("brain")
+    assert kept.brain_pitch_deg(Volume(brain, affine)) is not None
     broken = read_checkpoint(posed)
     broken["calibration"]["brain_pitch_deg"] = 90.0
     torch.save(broken, tmp_path / "broken.pt")

@@ -308,7 +308,9 @@ def conform_shifted(
     centre_mm, head_mm = _head_placement(data, native_affine, threshold, config)
     turn_deg = 0.0
     if config.brain_pitch_deg is not None:
-        turn_deg = pose_turn_deg(long_axis_pitch_deg(head_mm), config.brain_pitch_deg)
+        pitch_deg = long_axis_pitch_deg(head_mm)
+        turn_deg = pose_turn_deg(pitch_deg, config.brain_pitch_deg)
+        log.debug("conform: long axis pitched %s deg, canvas turned %+.1f deg", pitch_deg, turn_deg)
     placed = _canvas_affine(reoriented_affine, centre_mm, config, turn_deg)
     canvases = []
     for shift_vox in shifts_vox:

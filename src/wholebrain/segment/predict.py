@@ -12,7 +12,8 @@
    default on a second one offset by half a voxel (``canvases``), for steps 2-3 each; a model
    whose calibration holds its training scans' brain pitch (``wholebrain calibrate``) gets
    canvases turned about the left-right axis so that this scan's brain lies at that pitch
-   (``pose``: the network segments a brain best in the pose it was trained in);
+   (``pose``: the network segments a brain best in the pose it was trained in; a whole head
+   left unstripped keeps the world axes, as its long axis is the head's, not the brain's);
 2. the trunk runs once over the whole canvas (one forward pass: far fewer convolutions than
    overlapping windows) and its ``filters[0]`` feature channels are kept;
 3. each head reads those features in slabs along the first axis, so the 99-channel logits of
@@ -252,9 +253,9 @@ class Segmenter:
     def segment(self, volume: Volume, *, posteriors: bool = False) -> Segmentation:
         """Segment one loaded scan (see the module docstring for the steps)."""
         seconds: dict[str, float] = {}
-        volume, brain, picture = self._strip(volume, seconds)
+        volume, brain, picture, brain_only = self._strip(volume, seconds)
         started = time.perf_counter()
-        canvases = conform_shifted(volume, self.conform_config, CANVAS_SHIFTS[self.canvases])
+        canvases = self._conform(volume, brain_only)
         conformed = canvases[0]
         seconds["conform"] = time.perf_counter() - started
 
@@ -318,14 +319,27 @@ class Segmenter:
 
     def conformed_canvases(self, volume: Volume) -> list[Conformed]:
         """The canvases :meth:`segment` would run the network on (after step 0)."""
-        stripped, _, _ = self._strip(volume, {})
-        return conform_shifted(stripped, self.conform_config, CANVAS_SHIFTS[self.canvases])
+        stripped, _, _, brain_only = self._strip(volume, {})
+        return self._conform(stripped, brain_only)
 
     def brain_pitch_deg(self, volume: Volume) -> float | None:
         """The pitch of the scan's brain (after step 0) as the pose step measures it
-        (``conform.measure_pitch_deg``), whether or not this segmenter turns canvases."""
-        stripped, _, _ = self._strip(volume, {})
-        return measure_pitch_deg(stripped, self.conform_config)
+        (``conform.measure_pitch_deg``), whether or not this segmenter turns canvases; None
+        for a whole head left unstripped (its pitch would be the head's, neck included)."""
+        stripped, _, _, brain_only = self._strip(volume, {})
+        return measure_pitch_deg(stripped, self.conform_config) if brain_only else None
+
+    def _conform(self, volume: Volume, brain_only: bool) -> list[Conformed]:
+        """Step 1: the canvases; turned to the pose only when ``volume`` is a brain alone."""
+        config = self.conform_config
+        if config.brain_pitch_deg is not None and not brain_only:
+            log.info(
+                "%s: a whole head, not skull-stripped: canvases not turned to the brain pose "
+                "(the head's long axis is not the brain's)",
+                volume.name,
+            )
+            config = replace(config, brain_pitch_deg=None)
+        return conform_shifted(volume, config, CANVAS_SHIFTS[self.canvases])
 
     def canvas_probabilities(self, canvas: Conformed, *, calibrated: bool = False) -> np.ndarray:
         """The full head's class-last probabilities x 255 (uint8) on one canvas, with the
@@ -338,21 +352,21 @@ class Segmenter:
 
     def _strip(
         self, volume: Volume, seconds: dict[str, float]
-    ) -> tuple[Volume, np.ndarray | None, Conformed | None]:
+    ) -> tuple[Volume, np.ndarray | None, Conformed | None, bool]:
         """Step 0: (the scan, skull-stripped if it is a whole head; its brain mask or None;
-        the unmasked scan conformed for the QC picture or None)."""
-        if self.skull_strip != "auto":
-            return volume, None, None
+        the unmasked scan conformed for the QC picture or None; whether the scan returned is
+        a brain alone: skull-stripped here or before, or not known to be a whole head)."""
         from wholebrain.partial.brainmask import looks_skull_stripped
 
         started = time.perf_counter()
-        picture, brain = None, None
-        if looks_skull_stripped(volume) is False:
-            brain, picture = head_brain_mask(volume)
-            if brain is not None:
-                volume = strip_skull(volume, brain)
-            seconds["skull-strip"] = time.perf_counter() - started
-        return volume, brain, picture
+        whole_head = looks_skull_stripped(volume) is False  # 0.03-0.06 s
+        if self.skull_strip != "auto" or not whole_head:
+            return volume, None, None, not whole_head
+        brain, picture = head_brain_mask(volume)
+        if brain is not None:
+            volume = strip_skull(volume, brain)
+        seconds["skull-strip"] = time.perf_counter() - started
+        return volume, brain, picture, brain is not None
 
     # --- the network ---------------------------------------------------------------------
 

@@ -19,8 +19,9 @@ at least 250/255 of the probability cannot change label under such weights (the 
 holds at most 5/255, times e^2 < 250/255) and are counted once, not kept.
 
 The pose comes first: the network segments a brain best in the pose it was trained in (the
-shipped one, held out: brains pitched -15 degrees chin down lose 0.028 mean Dice, +15 gain
-0.007, benchmarks/results/robustness.txt), so the mean brain pitch of the calibration scans
+shipped step-1100 network on canvases on the world axes, held out: brains pitched -15 degrees
+chin down lost 0.028 mean Dice, +15 gained 0.007; on turned canvases 0.773 both ways,
+benchmarks/results/robustness.txt), so the mean brain pitch of the calibration scans
 (``conform.measure_pitch_deg``, after skull-stripping) is stored too, and the weights are
 fitted on canvases turned to it, as ``Segmenter`` then turns every scan's canvases.
 

@@ -335,6 +335,12 @@ def test_config_round_trips_through_toml(tmp_path: Path) -> None:
     assert replace(loaded, output_dir="", data=config.data) == replace(config, output_dir="")
     assert loaded.data.manifest == str(tmp_path / "manifest.csv")  # relative to the file
     assert loaded.output_dir == str(Path.cwd() / "runs" / "c")
+    # An optional setting left at None is left out (TOML has no null) and reads back as None.
+    assert "brain_pitch_deg" not in path.read_text()
+    assert loaded.conform.brain_pitch_deg is None
+    posed = replace(config, conform=replace(config.conform, brain_pitch_deg=20.0))
+    path.write_text(to_toml(posed))
+    assert load_config(path).conform.brain_pitch_deg == 20.0
 
 
 def test_config_paths_are_relative_to_the_config_file(tmp_path: Path) -> None:

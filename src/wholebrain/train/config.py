@@ -248,6 +248,10 @@ def _convert(hint: Any, value: Any, key: str, source: str | Path | None) -> Any:
             except InputError:
                 continue
         raise wrong(" or ".join(getattr(a, "__name__", str(a)) for a in args))
+    if hint is type(None):  # Optional settings: a JSON copy (checkpoints) holds null
+        if value is not None:
+            raise wrong("null")
+        return None
     if hint is bool:
         if not isinstance(value, bool):
             raise wrong("true or false")
@@ -339,6 +343,8 @@ def _table(config: Any, name: str) -> list[str]:
     sections = []
     for f in dataclasses.fields(config):
         value = getattr(config, f.name)
+        if value is None and f.default is None:
+            continue  # TOML has no null: the absent key reads back as the default, None
         if dataclasses.is_dataclass(value):
             sections.append((f.name, value))
         else:

@@ -265,11 +265,14 @@ def _calibration(
             "calibrate the model again (wholebrain calibrate)",
         )
     pitch = calibration.get("brain_pitch_deg")
-    if pitch is not None and not (isinstance(pitch, int | float) and abs(pitch) <= 45):
+    try:  # the canvas's own check of a pose (ConformConfig: a number in its bounds)
+        if pitch is not None:
+            ConformConfig(brain_pitch_deg=float(pitch))
+    except (TypeError, ValueError) as error:
         raise InputError(
             path,
-            "a calibration whose brain_pitch_deg is a number of degrees in [-45, 45]",
-            repr(pitch),
+            "a calibration whose brain_pitch_deg is a pose the canvas takes",
+            f"{pitch!r} ({error})",
             "calibrate the model again (wholebrain calibrate)",
-        )
+        ) from None
     return dict(calibration)

@@ -323,7 +323,7 @@ def card(
         + " `wholebrain segment` then refines the cortical ribbon on the scan's grid with the "
         "scan's own intensities (no cortex where the scan has no signal or is darker than half "
         "the local cortex; grey or white by a "
-        "local intensity threshold, one voxel deep along the grey/white interface: "
+        "local intensity threshold, 1 mm deep along the grey/white interface: "
         "`wholebrain.segment.refine`, measured rule by rule in `benchmarks/results/refine.txt`).",
         *([symmetry_line(symmetry)] if symmetry else []),
         "",

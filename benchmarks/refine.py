@@ -15,7 +15,10 @@ each scored by ``wholebrain.evaluate`` (``evaluate_pair``, dkt-aseg, white matte
 - ``one threshold``: the same with the default fraction, but means over the whole scan
   (``sigma_mm`` 10 m) instead of local ones;
 - ``dark D``: both rules with the default fraction, and cortex darker than D times the local
-  cortex mean cleared too (``segment.refine.DARK`` is the default; 0 above).
+  cortex mean cleared too (``segment.refine.DARK`` is the default; 0 above);
+- ``depth D mm``: all the defaults, but rule 2 repeated until it reaches D mm along the finest
+  voxel axis (``segment.refine.DEPTH_MM`` is the default; one pass on 1 mm voxels whatever D
+  up to 1, two for 1 mm on 0.7 mm voxels).
 
 ``--spacing``: the scans are first resampled to these voxel sizes (``robustness.resampled``: a
 slice profile, then linear interpolation), as scans acquired on another grid would be; the
@@ -43,6 +46,7 @@ TRAINING = tuple(f"sub-{n:02d}" for n in range(1, 9))
 FRACTIONS = (0.3, 0.35, 0.4, 0.45, 0.5)
 GLOBAL_SIGMA_MM = 1e4  # wider than any head: one threshold for the whole scan
 DARKS = (0.3, 0.4, 0.5, 0.6, 0.7)
+DEPTHS_MM = (0.5, 1.0, 1.5, 2.0)
 
 
 def main(argv: list[str]) -> int:
@@ -61,7 +65,13 @@ def main(argv: list[str]) -> int:
     from wholebrain.evaluate import Evaluation, evaluate_pair
     from wholebrain.io import Volume, load_image
     from wholebrain.segment.predict import Segmenter
-    from wholebrain.segment.refine import DARK, FRACTION, cortex_white_matter_pairs, refine_cortex
+    from wholebrain.segment.refine import (
+        DARK,
+        DEPTH_MM,
+        FRACTION,
+        cortex_white_matter_pairs,
+        refine_cortex,
+    )
 
     machine.header("wholebrain cortical-ribbon refinement", ["benchmarks/refine.py", *argv])
     segmenter = Segmenter(args.model, refine=False)
@@ -79,10 +89,14 @@ def main(argv: list[str]) -> int:
         **{f"fraction {f:g}": {"fraction": f, "dark": 0} for f in FRACTIONS},
         f"one threshold {FRACTION:g}": {"sigma_mm": GLOBAL_SIGMA_MM, "dark": 0},
         **{f"dark {d:g}" + (" (default)" if d == DARK else ""): {"dark": d} for d in DARKS},
+        **{
+            f"depth {d:g} mm" + (" (default)" if d == DEPTH_MM else ""): {"depth_mm": d}
+            for d in DEPTHS_MM
+        },
     }
     results: dict[str, list] = {name: [] for name in variants}
     print(
-        f"{'subject':<8} {'variant':<18} {'cortical':>8} {'subcort':>8} {'all':>6} "
+        f"{'subject':<8} {'variant':<20} {'cortical':>8} {'subcort':>8} {'all':>6} "
         f"{'HD95 mm':>8} {'changed':>8} {'refine s':>8}"
     )
     for subject in args.subjects:
@@ -118,7 +132,7 @@ def main(argv: list[str]) -> int:
 
 
 def _row(subject: str, variant: str, means: dict[str, dict[str, float]], tail: str) -> str:
-    return f"{subject:<8} {variant:<18} {group_columns(means)} {tail}"
+    return f"{subject:<8} {variant:<20} {group_columns(means)} {tail}"
 
 
 if __name__ == "__main__":

@@ -88,6 +88,24 @@ def test_a_voxel_off_at_the_grey_white_interface_is_put_right_either_way() -> No
     assert changed["to-cortex"] == 24 * 24 and changed["to-white"] == 0
 
 
+def test_one_millimetre_deep_is_two_passes_on_a_finer_grid() -> None:
+    truth, image = _ribbon()
+    found = truth.copy()
+    found[:, 8:10] = 1002  # two voxels too deep
+    fine = found.copy()
+    coarse = refine_cortex(found, image, (1.0, 1.0, 1.0), PAIRS)  # 1 mm voxels: one pass
+    assert coarse["to-white"] == 24 * 24 and (found[:, 9] == 1002).all()  # the one beyond
+    changed = refine_cortex(fine, image, (0.7, 0.7, 0.7), PAIRS)  # 1.4 mm for two passes
+    np.testing.assert_array_equal(fine, truth)
+    assert changed["to-white"] == 2 * 24 * 24 and changed["to-cortex"] == 0
+    # depth_mm sets how far: three passes on 0.5 mm voxels reach a third voxel; one stays
+    deeper = truth.copy()
+    deeper[:, 6:10] = 1002
+    changed = refine_cortex(deeper, image, (0.5, 0.5, 0.5), PAIRS, depth_mm=1.5)
+    assert changed["to-white"] == 3 * 24 * 24
+    assert (deeper[:, :9] == 2).all() and (deeper[:, 9] == 1002).all()
+
+
 def test_only_one_voxel_deep_and_the_right_hemisphere_goes_to_its_own_white_matter() -> None:
     truth, image = _ribbon()
     truth[truth == 2], truth[truth == 1002] = 41, 2002

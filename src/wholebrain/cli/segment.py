@@ -74,7 +74,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[
         default=True,
         help="sharpen the cortical ribbon on the scan's grid with the scan's own intensities "
         "(default; ~1 s: no cortex where the scan has no signal, grey or white by a local "
-        "intensity threshold one voxel deep along the grey/white interface; mean Dice 0.746 -> "
+        "intensity threshold 1 mm deep along the grey/white interface; mean Dice 0.746 -> "
         "0.775 on held-out Mindboggle subjects with the shipped model); --no-refine: the "
         "network's labels as they come back from its canvas",
     )

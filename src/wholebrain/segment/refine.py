@@ -11,14 +11,15 @@ The scan, at its full resolution, shows both boundaries. Two rules, on the scan'
    tissue ends. Nor is a voxel darker than half the local cortex mean (``dark``): where a
    masked scan was resampled to another grid (its sulci blurred, no longer exactly 0) or the
    sulcal CSF is dark but not masked, that is more CSF than grey matter.
-2. **Grey or white by intensity, one voxel deep.** In a T1 white matter is brighter than
+2. **Grey or white by intensity, 1 mm deep.** In a T1 white matter is brighter than
    cortex. Along the grey/white interface the network drew, a cortical voxel brighter than
    ``mg + fraction * (mw - mg)`` becomes white matter of its hemisphere, and a white-matter
    voxel darker than that becomes the cortical region of its face neighbours; ``mg`` and
    ``mw`` are the local mean intensities of the labelled cortex and of the white matter's
    interior (Gaussian-weighted over ``sigma_mm``, so a bias field the scan still carries moves
-   the threshold with it). One voxel deep: the network's labels stay the prior, the image only
-   settles the voxel it could not resolve.
+   the threshold with it). One millimetre deep (one voxel at 1 mm; on finer grids the rule is
+   applied again until it has reached that far: two passes at 0.7 mm): the network's labels
+   stay the prior, the image only settles the millimetre it could not resolve.
 
 Chosen on the eight training subjects (labels of the shipped model with segment's defaults,
 scored by ``wholebrain evaluate``; benchmarks/refine.py, benchmarks/results/refine.txt): mean
@@ -28,12 +29,15 @@ Dice 0.775 without, 0.789 with rule 1's zeros, 0.805 with both rules (``fraction
 them resampled to 0.7 mm it takes 0.771 to 0.785 (0.3-0.7: 0.781, 0.784, 0.785, 0.783,
 0.775), to 1x1x1.5 mm 0.763 to 0.771. In a prototype on four training subjects, two voxels
 deep was worse, and a +-25 % bias field added to the scan left the local threshold's gain
-intact and took most of the global one's. The held-out sub-09/10 check the choice
-(benchmarks/results/cpu_model_eval.txt).
+intact and took most of the global one's. Depth in millimetres rather than voxels (session 15,
+the calibrated and posed model, sub-01..04 resampled to 0.7 mm): one pass 0.782, two 0.784,
+three 0.784; at 1 mm one pass 0.802, two 0.801, three 0.801. The held-out sub-09/10 check the
+choice (benchmarks/results/cpu_model_eval.txt, robustness.txt).
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 
 import numpy as np
@@ -47,6 +51,7 @@ __all__ = ["cortex_white_matter_pairs", "refine_cortex"]
 FRACTION = 0.4  # of the way from cortex to white matter intensity: the grey/white threshold
 SIGMA_MM = 6.0  # how far the local mean intensities reach
 DARK = 0.5  # cortex darker than this share of the local cortex mean is CSF or background
+DEPTH_MM = 1.0  # how far rule 2 reaches from the network's grey/white interface
 _COARSE_MM = 4.0  # the local means are computed on blocks of about this size, then interpolated
 _MIN_SHARE = 0.02  # Gaussian-weighted share of a tissue below which its global median is used
 _FACES = ndimage.generate_binary_structure(3, 1)
@@ -82,6 +87,7 @@ def refine_cortex(
     sigma_mm: float = SIGMA_MM,
     grey_white: bool = True,
     dark: float = DARK,
+    depth_mm: float = DEPTH_MM,
 ) -> dict[str, int]:
     """Apply the two rules of the module docstring to ``labels``, in place.
 
@@ -97,6 +103,9 @@ def refine_cortex(
         grey_white: apply rule 2; False: rule 1 alone (benchmarks/refine.py measures each).
         dark: with rule 2, also clear cortex darker than this fraction of the local cortex
             mean (0: only exact zeros).
+        depth_mm: rule 2 runs as many passes (each one voxel deep, reading the labels the
+            last one left) as it takes to reach this far along the finest voxel axis; at
+            least one.
 
     Returns:
         Voxels changed per rule: ``no-signal`` and ``dark`` (cortex cleared), ``to-white``,
@@ -110,17 +119,47 @@ def refine_cortex(
     white_of = np.zeros(max(max(pairs), _RIGHT_WHITE) + 1, np.int32)
     for cortical, white in pairs.items():
         white_of[cortical] = white
-    known = (labels >= 0) & (labels < white_of.size)
-    cortex = np.zeros(labels.shape, bool)
-    cortex[known] = white_of[labels[known]] > 0
-
+    cortex = _cortex_mask(labels, white_of)
     no_signal = cortex & (image == 0)
     labels[no_signal] = 0
     changed["no-signal"] = int(no_signal.sum())
     cortex &= ~no_signal
     if not grey_white:
         return changed
+    passes = max(1, math.ceil(depth_mm / min(spacing_mm) - 1e-3))
+    for _ in range(passes):
+        found = _grey_white_pass(
+            labels, cortex, white_of, image, spacing_mm, fraction, sigma_mm, dark
+        )
+        if not any(found.values()):
+            break
+        for rule, count in found.items():
+            changed[rule] += count
+        cortex = _cortex_mask(labels, white_of)
+    return changed
 
+
+def _cortex_mask(labels: np.ndarray, white_of: np.ndarray) -> np.ndarray:
+    """Where ``labels`` holds a cortical id (one with a white matter in ``white_of``)."""
+    known = (labels >= 0) & (labels < white_of.size)
+    cortex = np.zeros(labels.shape, bool)
+    cortex[known] = white_of[labels[known]] > 0
+    return cortex
+
+
+def _grey_white_pass(
+    labels: np.ndarray,
+    cortex: np.ndarray,
+    white_of: np.ndarray,
+    image: np.ndarray,
+    spacing_mm: tuple[float, float, float],
+    fraction: float,
+    sigma_mm: float,
+    dark: float,
+) -> dict[str, int]:
+    """Rule 2 one voxel deep along the interface of ``labels`` (in place): the voxels it
+    changed, per rule (``dark``, ``to-white``, ``to-cortex``)."""
+    changed = {"dark": 0, "to-white": 0, "to-cortex": 0}
     white = (labels == _LEFT_WHITE) | (labels == _RIGHT_WHITE)
     box = bounding_box(cortex | white, margin=1)
     if box is None or not cortex.any() or not white.any():
